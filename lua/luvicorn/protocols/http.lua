@@ -1,0 +1,1042 @@
+--- The HTTP/1.x protocol: a state machine fed with bytes, socket-free.
+---
+--- A connection's protocol gets bytes through `data_received`, the peer's end of stream through
+--- `eof_received`, the end of the connection through `connection_lost`, and writes through an injected
+--- transport:
+---
+--- ```
+--- transport:write(data)           string or array of strings (one vectored write)
+--- transport:close()               close once the queued writes are flushed
+--- transport:abort()               close now
+--- transport:pause_reading()       / transport:resume_reading()
+--- transport:get_write_queue_size()    bytes queued and not yet taken by the kernel
+--- transport.sendfile             optional: function(self, path, offset, length, cb(err)), the file goes
+---                                 from disk to the socket without passing through Lua
+--- ```
+---
+--- The transport calls `proto:drained()` when a write completes and `proto.want_drain` is set and the
+--- queue is at or under `M.LOW_WATER`; the owner calls `proto:check_timeout(now_ms)` now and then.
+--- Time comes from `ctx.clock()` (milliseconds, monotonic) and `ctx.time()` (seconds, wall clock).
+---@class luvicorn.protocols.http
+local M = {}
+
+local find, sub, byte, lower, format, gsub, gmatch, char =
+  string.find, string.sub, string.byte, string.lower, string.format, string.gsub, string.gmatch, string.char
+local concat = table.concat
+local co_create, co_resume, co_yield, co_running =
+  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running
+local traceback, tonumber, type, tostring, error, xpcall, setmetatable, mtype =
+  debug.traceback, tonumber, type, tostring, error, xpcall, setmetatable, math.type
+
+M.HIGH_WATER = 64 * 1024 -- send() waits while more than this is queued for writing
+M.LOW_WATER = 16 * 1024 -- and resumes once the queue is back under this
+M.READ_BUFFER = 64 * 1024 -- reading stops while this much request body waits for the app
+
+local LASGI = { version = "1.0", spec_version = "1.0" }
+
+M.REASONS = {
+  [100] = "Continue", [101] = "Switching Protocols", [200] = "OK", [201] = "Created", [202] = "Accepted",
+  [203] = "Non-Authoritative Information", [204] = "No Content", [205] = "Reset Content",
+  [206] = "Partial Content", [300] = "Multiple Choices", [301] = "Moved Permanently", [302] = "Found",
+  [303] = "See Other", [304] = "Not Modified", [307] = "Temporary Redirect", [308] = "Permanent Redirect",
+  [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden", [404] = "Not Found",
+  [405] = "Method Not Allowed", [406] = "Not Acceptable", [408] = "Request Timeout", [409] = "Conflict",
+  [410] = "Gone", [411] = "Length Required", [412] = "Precondition Failed", [413] = "Content Too Large",
+  [414] = "URI Too Long", [415] = "Unsupported Media Type", [416] = "Range Not Satisfiable",
+  [417] = "Expectation Failed", [422] = "Unprocessable Content", [426] = "Upgrade Required",
+  [429] = "Too Many Requests", [431] = "Request Header Fields Too Large", [500] = "Internal Server Error",
+  [501] = "Not Implemented", [502] = "Bad Gateway", [503] = "Service Unavailable", [504] = "Gateway Timeout",
+  [505] = "HTTP Version Not Supported",
+}
+local REASONS = M.REASONS
+
+local STATUS_LINE = setmetatable({}, {
+  __index = function(t, status)
+    local line = format("HTTP/1.1 %d %s\r\n", status, REASONS[status] or "")
+    t[status] = line
+    return line
+  end,
+})
+
+local TOKEN = "^[!#$%%&'*+%-.^_`|~%w]+$"
+local CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
+local EXT_PLAIN = { ["http.response.pathsend"] = {} }
+local EXT_TRAILERS = { ["http.response.pathsend"] = {}, ["http.response.trailers"] = {} }
+
+-- Response header names seen before: valid, and their lower-case form. Bounded: names come from apps.
+local valid_names, nvalid = {}, 0
+
+local function hex_byte(h) return char(tonumber(h, 16)) end
+
+---Builds the state shared by every connection of a server.
+---@param opts table app (callable), parse_head (fn), log (logger), and the config fields below
+---@return table ctx
+function M.context(opts)
+  if type(opts) ~= "table" then error("luvicorn.protocols.http.context: argument 'opts' must be a table", 2) end
+  if opts.app == nil then error("luvicorn.protocols.http.context: argument 'opts.app' is required", 2) end
+  if type(opts.parse_head) ~= "function" then
+    error("luvicorn.protocols.http.context: argument 'opts.parse_head' must be a function", 2)
+  end
+  local extra = {}
+  for i, h in ipairs(opts.headers or {}) do extra[i] = h[1] .. ": " .. h[2] .. "\r\n" end
+  local allow = opts.forwarded_allow_ips or { "127.0.0.1" }
+  local trusted = {}
+  for _, ip in ipairs(allow) do trusted[ip] = true end
+  return {
+    app = opts.app,
+    parse_head = opts.parse_head,
+    log = opts.log or require("luvicorn.logging").new({ level = "warning", access_log = false }),
+    clock = opts.clock or function() return os.time() * 1000 end,
+    time = opts.time or os.time,
+    hrtime = opts.hrtime,
+    max_head = opts.max_request_head or 16384,
+    max_headers = opts.max_headers or 100,
+    max_body = opts.max_body_size,
+    keep_alive_ms = (opts.timeout_keep_alive or 5) * 1000,
+    head_ms = (opts.timeout_request_head or 10) * 1000,
+    root_path = opts.root_path or "",
+    scheme = opts.scheme or "http",
+    limit_concurrency = opts.limit_concurrency,
+    limit_max_requests = opts.limit_max_requests,
+    on_max_requests = opts.on_max_requests,
+    proxy_headers = opts.proxy_headers ~= false,
+    trusted = trusted,
+    trust_all = trusted["*"] == true,
+    server_header = opts.server_header ~= false,
+    date_header = opts.date_header ~= false,
+    extra_headers = concat(extra),
+    state = opts.state or {},
+    server = opts.server,
+    -- counters and caches
+    active = 0, -- app calls running
+    total = 0, -- requests started
+    connections = 0, -- set by the server
+    shutting_down = false,
+    prefix_time = -1,
+    prefix = "",
+  }
+end
+
+local function head_prefix(ctx)
+  local t = ctx.time()
+  if t ~= ctx.prefix_time then
+    ctx.prefix_time = t
+    local parts = {}
+    if ctx.date_header then parts[#parts + 1] = os.date("!date: %a, %d %b %Y %H:%M:%S GMT\r\n", t) end
+    if ctx.server_header then parts[#parts + 1] = "server: luvicorn\r\n" end
+    parts[#parts + 1] = ctx.extra_headers
+    ctx.prefix = concat(parts)
+  end
+  return ctx.prefix
+end
+M.head_prefix = head_prefix
+
+local Protocol = {}
+Protocol.__index = Protocol
+Protocol.__name = "luvicorn.HttpProtocol"
+
+local Cycle = {}
+Cycle.__index = Cycle
+Cycle.__name = "luvicorn.HttpCycle"
+
+---Creates the protocol of one connection.
+---@param ctx table from M.context
+---@param transport table see the module comment
+---@param client table|nil `{ host, port }` of the peer
+---@param server table|nil `{ host, port }` or `{ path }` of the listening socket
+---@return table protocol
+function M.new(ctx, transport, client, server)
+  if type(ctx) ~= "table" then error("luvicorn.protocols.http.new: argument 'ctx' must be a table", 2) end
+  if type(transport) ~= "table" and type(transport) ~= "userdata" then
+    error("luvicorn.protocols.http.new: argument 'transport' must be a transport", 2)
+  end
+  local trusted = client and (ctx.trust_all or ctx.trusted[client[1]]) or false
+  local self = setmetatable({
+    ctx = ctx,
+    transport = transport,
+    client = client,
+    server = server or ctx.server,
+    trusted = ctx.proxy_headers and trusted,
+    buf = "",
+    state = "head", -- head | body | wait | closed
+    cycle = nil, -- the request whose body is read / whose response is written
+    processing = false,
+    read_paused = false,
+    want_drain = false,
+    -- a new connection has the head timeout from the start: a slow first head is slowloris too
+    deadline = ctx.clock() + ctx.head_ms,
+    deadline_kind = "head",
+    requests = 0,
+  }, Protocol)
+  return self
+end
+
+---------------------------------------------------------------------------------------------------
+-- Coroutines: each request's app call runs in a coroutine from a pool. The body handles its own
+-- completion and errors (xpcall, then Cycle:app_done), so any party may resume it.
+
+local pool, npool = {}, 0
+
+local function worker(cycle)
+  while true do
+    local ok, err = xpcall(cycle.app, traceback, cycle.scope, cycle.receive, cycle.send)
+    cycle:app_done(ok, err)
+    npool = npool + 1
+    pool[npool] = co_running()
+    repeat cycle = co_yield() until getmetatable(cycle) == Cycle
+  end
+end
+
+function Protocol:resume(cycle, arg)
+  local ok, err = co_resume(cycle.co, arg)
+  if not ok then self.ctx.log:error("Luvicorn request coroutine failed: " .. tostring(err)) end
+  if not self.processing and self.state ~= "closed" then self:process() end
+end
+
+---------------------------------------------------------------------------------------------------
+-- Writing simple responses (rejections, 500, 503, 408).
+
+local function simple_response(ctx, status, text, extra)
+  local body = text .. "\n"
+  return concat({ STATUS_LINE[status], head_prefix(ctx), extra or "",
+    "content-type: text/plain; charset=utf-8\r\ncontent-length: ", tostring(#body),
+    "\r\nconnection: close\r\n\r\n", body })
+end
+
+---Answers with `status` and a short text body, then closes the connection.
+---@param status integer
+---@param reason string
+function Protocol:reject(status, reason)
+  if self.state == "closed" then return end
+  local ctx = self.ctx
+  if status ~= 503 and status ~= 408 then
+    ctx.log:warning(format("Invalid HTTP request received: %d %s", status, reason))
+  end
+  local cycle = self.cycle
+  if cycle and cycle.head_sent then
+    -- a response is already on the wire: no room for another one
+    ctx.log:warning(format("Closing the connection: %d %s", status, reason))
+    cycle.disconnected = true
+    if cycle.waiting then self:resume(cycle) end
+    return self:abort()
+  end
+  self.transport:write(simple_response(ctx, status, reason))
+  if cycle then
+    cycle.disconnected = true
+    if cycle.waiting then self:resume(cycle) end
+  end
+  self:close()
+end
+
+---Closes the connection once queued writes are flushed.
+function Protocol:close()
+  if self.state == "closed" then return end
+  self.state = "closed"
+  self.deadline = nil
+  self.transport:close()
+end
+
+---Closes the connection now.
+function Protocol:abort()
+  if self.state == "closed" and self.aborted then return end
+  self.state = "closed"
+  self.aborted = true
+  self.deadline = nil
+  self.transport:abort()
+end
+
+---------------------------------------------------------------------------------------------------
+-- Reading: heads, then bodies.
+
+local function update_reading(self)
+  local want
+  local state = self.state
+  if state == "body" then
+    local cycle = self.cycle
+    want = cycle.body_bytes > M.READ_BUFFER
+  elseif state == "wait" then
+    want = #self.buf > M.READ_BUFFER
+  else
+    want = false
+  end
+  if want ~= self.read_paused and state ~= "closed" then
+    self.read_paused = want
+    if want then self.transport:pause_reading() else self.transport:resume_reading() end
+  end
+end
+
+---Feeds bytes received from the peer.
+---@param data string
+function Protocol:data_received(data)
+  if self.state == "closed" then return end
+  local buf = self.buf
+  if buf == "" then self.buf = data else self.buf = buf .. data end
+  self:process()
+end
+
+function Protocol:process()
+  if self.processing then return end
+  self.processing = true
+  local ctx = self.ctx
+  while true do
+    local state = self.state
+    if state == "head" then
+      local buf = self.buf
+      if buf == "" then
+        if self.deadline_kind ~= "keep-alive" then
+          if ctx.shutting_down then self:close() break end
+          self.deadline = ctx.clock() + ctx.keep_alive_ms
+          self.deadline_kind = "keep-alive"
+        end
+        break
+      end
+      local consumed, method, target, minor, headers = ctx.parse_head(buf, ctx.max_head, ctx.max_headers)
+      if consumed == nil then
+        if self.deadline_kind ~= "head" then
+          self.deadline = ctx.clock() + ctx.head_ms
+          self.deadline_kind = "head"
+        end
+        break
+      elseif consumed == false then
+        self:reject(method, target)
+        break
+      end
+      if consumed == #buf then self.buf = "" else self.buf = sub(buf, consumed + 1) end
+      self.deadline, self.deadline_kind = nil, nil
+      self:start_request(method, target, minor, headers)
+    elseif state == "body" then
+      if not self:read_body() then break end
+    else
+      break
+    end
+  end
+  self.processing = false
+  update_reading(self)
+end
+
+local function connection_tokens(value, t)
+  for tok in gmatch(lower(value), "[^,%s]+") do t[tok] = true end
+  return t
+end
+
+local function percent_decode(s)
+  if find(s, "%", 1, true) then return (gsub(s, "%%(%x%x)", hex_byte)) end
+  return s
+end
+
+local function forwarded_client(self, xff)
+  -- The nearest address that is not a trusted proxy, walking from the right; all trusted: the leftmost.
+  local list = {}
+  for item in gmatch(xff, "[^,]+") do list[#list + 1] = item:match("^%s*(.-)%s*$") end
+  for i = #list, 1, -1 do
+    if not (self.ctx.trust_all or self.ctx.trusted[list[i]]) or i == 1 then return { list[i], 0 } end
+  end
+  return self.client
+end
+
+function Protocol:start_request(method, target, minor, headers)
+  local ctx = self.ctx
+  local cl, te, conn, host_n, expect, trailers_ok, xfp, xff
+  host_n = 0
+  for i = 1, #headers do
+    local h = headers[i]
+    local name = h[1]
+    if name == "host" then
+      host_n = host_n + 1
+    elseif name == "content-length" then
+      local v = h[2]
+      if not find(v, "^%d+$") or #v > 15 then return self:reject(400, "Invalid Content-Length") end
+      v = tonumber(v)
+      if cl and cl ~= v then return self:reject(400, "Conflicting Content-Length headers") end
+      cl = v
+    elseif name == "transfer-encoding" then
+      te = te and (te .. "," .. h[2]) or h[2]
+    elseif name == "connection" then
+      conn = connection_tokens(h[2], conn or {})
+    elseif name == "expect" then
+      if lower(h[2]) == "100-continue" then expect = true end
+    elseif name == "te" then
+      if find(lower(h[2]), "trailers", 1, true) then trailers_ok = true end
+    elseif name == "x-forwarded-proto" then
+      xfp = h[2]
+    elseif name == "x-forwarded-for" then
+      xff = xff and (xff .. "," .. h[2]) or h[2]
+    end
+  end
+  if minor == 1 and host_n == 0 then return self:reject(400, "Missing Host header") end
+  if host_n > 1 then return self:reject(400, "Multiple Host headers") end
+  local chunked = false
+  if te then
+    if cl then return self:reject(400, "Both Content-Length and Transfer-Encoding") end
+    if minor == 0 then return self:reject(400, "Transfer-Encoding in an HTTP/1.0 request") end
+    local codings = lower(gsub(te, "[ \t]", ""))
+    if codings ~= "chunked" then
+      if find(codings, "chunked", 1, true) and not find(codings, "chunked$") then
+        return self:reject(400, "Transfer-Encoding must end with chunked")
+      end
+      return self:reject(501, "Unsupported Transfer-Encoding")
+    end
+    chunked = true
+  end
+  if cl and ctx.max_body and cl > ctx.max_body then return self:reject(413, "Request body too large") end
+
+  -- the request target: origin-form, absolute-form, or "*"
+  local raw_path, query = target, ""
+  local q = find(target, "?", 1, true)
+  if q then raw_path, query = sub(target, 1, q - 1), sub(target, q + 1) end
+  if byte(raw_path, 1) ~= 47 then
+    if raw_path ~= "*" then
+      local rest = raw_path:match("^[hH][tT][tT][pP][sS]?://[^/]*(.*)$")
+      if not rest then return self:reject(400, "Invalid request target") end
+      raw_path = rest == "" and "/" or rest
+    end
+  end
+  local path = percent_decode(raw_path)
+  local root = ctx.root_path
+  if root ~= "" then path, raw_path = root .. path, root .. raw_path end
+
+  local keep_alive
+  if minor == 1 then
+    keep_alive = not (conn and conn.close)
+  else
+    keep_alive = (conn and conn["keep-alive"] and not conn.close) or false
+  end
+  if ctx.shutting_down then keep_alive = false end
+  ctx.total = ctx.total + 1
+  self.requests = self.requests + 1
+  if ctx.limit_max_requests and ctx.total >= ctx.limit_max_requests then
+    keep_alive = false
+    if ctx.total == ctx.limit_max_requests and ctx.on_max_requests then ctx.on_max_requests() end
+  end
+  if ctx.limit_concurrency and (ctx.active >= ctx.limit_concurrency or ctx.connections > ctx.limit_concurrency) then
+    return self:reject(503, "Service Unavailable")
+  end
+
+  local client, scheme = self.client, ctx.scheme
+  if self.trusted then
+    if xfp then
+      xfp = lower(xfp:match("^%s*([^,%s]*)"))
+      if xfp == "http" or xfp == "https" then scheme = xfp end
+    end
+    if xff then client = forwarded_client(self, xff) end
+  end
+
+  local lstate = ctx.state
+  local state = {}
+  for k, v in pairs(lstate) do state[k] = v end
+  local http_version = minor == 1 and "1.1" or "1.0"
+  local scope = {
+    type = "http",
+    lasgi = LASGI,
+    http_version = http_version,
+    method = method,
+    scheme = scheme,
+    path = path,
+    raw_path = raw_path,
+    query_string = query,
+    root_path = root,
+    headers = headers,
+    client = client,
+    server = self.server,
+    state = state,
+    extensions = trailers_ok and EXT_TRAILERS or EXT_PLAIN,
+  }
+  local has_body = chunked or (cl and cl > 0)
+  local cycle = setmetatable({
+    proto = self,
+    app = ctx.app,
+    scope = scope,
+    method = method,
+    target = target,
+    http_version = http_version,
+    is_head = method == "HEAD",
+    keep_alive = keep_alive,
+    expect_100 = expect and has_body or false,
+    trailers_ok = trailers_ok,
+    -- request body
+    chunked = chunked,
+    remaining = chunked and 0 or (cl or 0), -- bytes of the current chunk / of the body still to read
+    chunk_state = "size",
+    body_total = 0,
+    chunks = {},
+    nchunks = 0,
+    body_bytes = 0,
+    body_done = not has_body,
+    final_delivered = false,
+    discard = false,
+    -- response
+    response_started = false,
+    response_complete = false,
+    disconnected = false,
+    waiting = nil,
+    t0 = ctx.log.access_enabled and ctx.hrtime and ctx.hrtime() or nil,
+  }, Cycle)
+  cycle.receive = function() return cycle:receive_event() end
+  cycle.send = function(event) return cycle:send_event(event) end
+  self.cycle = cycle
+  self.state = has_body and "body" or "wait"
+
+  local co
+  if npool > 0 then
+    co = pool[npool]
+    pool[npool] = nil
+    npool = npool - 1
+  else
+    co = co_create(worker)
+  end
+  cycle.co = co
+  ctx.active = ctx.active + 1
+  self:resume(cycle, cycle)
+end
+
+local function deliver(self, cycle, data)
+  local n = #data
+  cycle.body_total = cycle.body_total + n
+  local max = self.ctx.max_body
+  if max and cycle.body_total > max then
+    if cycle.response_started then
+      self:abort()
+    else
+      self:reject(413, "Request body too large")
+    end
+    return false
+  end
+  if cycle.discard then return true end
+  local k = cycle.nchunks + 1
+  cycle.nchunks = k
+  cycle.chunks[k] = data
+  cycle.body_bytes = cycle.body_bytes + n
+  return true
+end
+
+local function body_complete(self, cycle)
+  cycle.body_done = true
+  if cycle.discard then
+    self.cycle = nil
+    self.state = "head"
+  else
+    self.state = "wait"
+  end
+end
+
+-- Reads what it can of the current body; true when the state changed (the caller loops).
+function Protocol:read_body()
+  local cycle = self.cycle
+  local buf = self.buf
+  local got = false
+  if not cycle.chunked then
+    local n = #buf
+    if n == 0 then return false end
+    local want = cycle.remaining
+    local data
+    if n <= want then
+      data, self.buf = buf, ""
+    else
+      data, self.buf = sub(buf, 1, want), sub(buf, want + 1)
+    end
+    cycle.remaining = want - #data
+    if not deliver(self, cycle, data) then return false end
+    got = true
+    if cycle.remaining == 0 then body_complete(self, cycle) end
+  else
+    local pos, len = 1, #buf
+    while true do
+      local cs = cycle.chunk_state
+      if cs == "size" then
+        local e = find(buf, "\r\n", pos, true)
+        if not e then
+          if len - pos > 1024 then return self:reject(400, "Invalid chunk size line") or false end
+          break
+        end
+        local line = sub(buf, pos, e - 1)
+        local hex = line:match("^(%x+)")
+        if not hex or #hex > 15 then return self:reject(400, "Invalid chunk size") or false end
+        local rest = sub(line, #hex + 1)
+        if rest ~= "" and not find(rest, "^[ \t]*;[^\r\n]*$") then
+          return self:reject(400, "Invalid chunk size") or false
+        end
+        pos = e + 2
+        local size = tonumber(hex, 16)
+        if size == 0 then
+          cycle.chunk_state = "trailers"
+        else
+          cycle.remaining = size
+          cycle.chunk_state = "data"
+        end
+      elseif cs == "data" then
+        if pos > len then break end
+        local want = cycle.remaining
+        local avail = len - pos + 1
+        local take = avail < want and avail or want
+        local data = (pos == 1 and take == len) and buf or sub(buf, pos, pos + take - 1)
+        pos = pos + take
+        cycle.remaining = want - take
+        if not deliver(self, cycle, data) then return false end
+        got = true
+        if cycle.remaining == 0 then cycle.chunk_state = "crlf" end
+      elseif cs == "crlf" then
+        if len - pos + 1 < 2 then break end
+        if sub(buf, pos, pos + 1) ~= "\r\n" then return self:reject(400, "Invalid chunk data end") or false end
+        pos = pos + 2
+        cycle.chunk_state = "size"
+      else -- trailers: field lines until an empty line, read and dropped
+        local e = find(buf, "\r\n", pos, true)
+        if not e then
+          if len - pos > self.ctx.max_head then return self:reject(431, "Request trailers too large") or false end
+          break
+        end
+        if e == pos then
+          pos = pos + 2
+          got = true
+          self.buf = sub(buf, pos)
+          body_complete(self, cycle)
+          break
+        end
+        if find(sub(buf, pos, e - 1), "[\n\r%z]") then return self:reject(400, "Invalid trailer line") or false end
+        pos = e + 2
+      end
+    end
+    if self.state == "body" then self.buf = pos > len and "" or sub(buf, pos) end
+  end
+  if got and cycle.waiting == "receive" then self:resume(cycle) end
+  return self.state ~= "body"
+end
+
+---The peer will send no more.
+function Protocol:eof_received()
+  local state = self.state
+  if state == "closed" then return end
+  if state == "wait" then
+    -- the request is complete: let the response finish, then close
+    self.cycle.keep_alive = false
+    return
+  end
+  local cycle = self.cycle
+  if state == "body" and cycle and not cycle.discard then
+    cycle.disconnected = true
+    if cycle.waiting then self:resume(cycle) end
+  end
+  self:close()
+end
+
+---The connection is gone (closed by either side, or failed).
+---@param err string|nil
+function Protocol:connection_lost(err)
+  self.lost_error = err
+  self.state = "closed"
+  self.deadline = nil
+  local cycle = self.cycle
+  if cycle and not cycle.disconnected then
+    cycle.disconnected = true
+    if cycle.waiting then self:resume(cycle) end
+  end
+end
+
+---The write queue went back under the low-water mark.
+function Protocol:drained()
+  self.want_drain = false
+  local cycle = self.cycle
+  if cycle and cycle.waiting == "send" then self:resume(cycle) end
+end
+
+---Closes the connection when its deadline passed (keep-alive idle, or a request head too slow).
+---@param now number milliseconds, same clock as ctx.clock
+---@return boolean closed
+function Protocol:check_timeout(now)
+  local deadline = self.deadline
+  if not deadline or now < deadline or self.state == "closed" then return false end
+  if self.deadline_kind == "head" and self.buf ~= "" then
+    self.ctx.log:debug("Closing a connection whose request head did not arrive in time")
+    self:reject(408, "Request head timeout")
+  else
+    self:close()
+  end
+  return true
+end
+
+---Graceful shutdown: idle connections close now, busy ones after their current response.
+function Protocol:shutdown()
+  if self.state == "closed" then return end
+  if self.state == "head" then
+    self:close()
+  elseif self.cycle then
+    self.cycle.keep_alive = false
+  end
+end
+
+---True when no request is in progress on this connection.
+function Protocol:is_idle()
+  return self.state == "head" and self.buf == ""
+end
+
+---------------------------------------------------------------------------------------------------
+-- The request cycle: receive and send.
+
+function Cycle:receive_event()
+  local proto = self.proto
+  if self.expect_100 then
+    self.expect_100 = false
+    if not self.response_started and not self.disconnected then proto.transport:write(CONTINUE) end
+  end
+  while true do
+    if self.disconnected or self.response_complete then return { type = "http.disconnect" } end
+    local n = self.nchunks
+    if n > 0 or (self.body_done and not self.final_delivered) then
+      local body
+      if n == 1 then body = self.chunks[1] elseif n == 0 then body = "" else body = concat(self.chunks, "", 1, n) end
+      if n > 0 then self.chunks = {} end
+      self.nchunks = 0
+      self.body_bytes = 0
+      local more = not self.body_done
+      if not more then self.final_delivered = true end
+      if proto.read_paused and proto.cycle == self then update_reading(proto) end
+      return { type = "http.request", body = body, more_body = more }
+    end
+    if co_running() ~= self.co then
+      error("receive: must be called from the request's coroutine", 2)
+    end
+    self.waiting = "receive"
+    co_yield()
+    self.waiting = nil
+  end
+end
+
+local function wait_drain(self)
+  local proto = self.proto
+  local transport = proto.transport
+  while not self.disconnected and transport:get_write_queue_size() > M.HIGH_WATER do
+    if co_running() ~= self.co then return end -- cannot wait outside the request's coroutine
+    proto.want_drain = true
+    self.waiting = "send"
+    co_yield()
+    self.waiting = nil
+  end
+end
+
+local function bad(msg, level)
+  error("send: " .. msg, level + 1)
+end
+
+function Cycle:start(event)
+  if self.response_started then bad("http.response.start sent twice", 3) end
+  local status = event.status
+  if mtype(status) ~= "integer" or status < 100 or status > 999 then
+    bad("http.response.start needs an integer 'status' in 100..999, got " .. tostring(status), 3)
+  end
+  local headers = event.headers
+  if headers == nil then headers = {} elseif type(headers) ~= "table" then
+    bad("http.response.start 'headers' must be an array of {name, value} pairs", 3)
+  end
+  local parts, n = { STATUS_LINE[status], "" }, 2
+  local cl
+  for i = 1, #headers do
+    local h = headers[i]
+    local name, value = h[1], h[2]
+    if type(name) ~= "string" or type(value) ~= "string" then
+      bad(format("header %d must be a pair of strings", i), 3)
+    end
+    local lname = valid_names[name]
+    if not lname then
+      if not find(name, TOKEN) then bad(format("invalid header name %q", name), 3) end
+      lname = lower(name)
+      if nvalid < 1024 then
+        valid_names[name] = lname
+        nvalid = nvalid + 1
+      end
+    end
+    if find(value, "[\r\n%z]") then bad(format("invalid value for header %q", name), 3) end
+    if lname == "content-length" then
+      if not find(value, "^%d+$") then bad("invalid content-length " .. value, 3) end
+      cl = tonumber(value)
+    elseif lname == "connection" then
+      if find(lower(value), "close", 1, true) then self.keep_alive = false end
+      self.app_connection = true
+    elseif lname == "transfer-encoding" then
+      bad("transfer-encoding is chosen by the server", 3)
+    end
+    parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = name, ": ", value, "\r\n"
+    n = n + 4
+  end
+  self.head_parts = parts
+  self.head_n = n
+  self.response_started = true
+  self.status = status
+  self.cl = cl
+  self.sent = 0
+  self.no_body = self.is_head or status < 200 or status == 204 or status == 304
+  self.want_trailers = event.trailers and self.trailers_ok or false
+  if self.disconnected then return nil, "disconnected" end
+  return true
+end
+
+-- Finishes the head: framing headers chosen from what we know at the first body event.
+function Cycle:build_head(first_len, final)
+  local parts, n = self.head_parts, self.head_n
+  parts[2] = head_prefix(self.proto.ctx)
+  if self.no_body then
+    if self.is_head and not self.cl and final and first_len > 0 then
+      n = n + 1
+      parts[n] = "content-length: " .. first_len .. "\r\n"
+    end
+  elseif self.cl then -- luacheck: ignore 542
+  elseif final and not self.want_trailers then
+    self.cl = first_len
+    n = n + 1
+    parts[n] = "content-length: " .. first_len .. "\r\n"
+  elseif self.http_version == "1.1" then
+    self.chunked_out = true
+    n = n + 1
+    parts[n] = "transfer-encoding: chunked\r\n"
+  else
+    self.keep_alive = false -- HTTP/1.0 streaming: the end of the connection ends the body
+  end
+  if not self.keep_alive then
+    if not self.app_connection then
+      n = n + 1
+      parts[n] = "connection: close\r\n"
+    end
+  elseif self.http_version == "1.0" and not self.app_connection then
+    n = n + 1
+    parts[n] = "connection: keep-alive\r\n"
+  end
+  n = n + 1
+  parts[n] = "\r\n"
+  self.head_parts = nil
+  self.head_sent = true
+  return concat(parts, "", 1, n)
+end
+
+function Cycle:body(event)
+  if not self.response_started then bad("http.response.body before http.response.start", 3) end
+  if self.response_complete or self.body_finished then
+    bad("http.response.body after the response completed", 3)
+  end
+  local body = event.body
+  if body == nil then
+    body = ""
+  elseif type(body) ~= "string" then
+    bad("http.response.body 'body' must be a string", 3)
+  end
+  local more = event.more_body and true or false
+  if self.disconnected then
+    if not more then self.response_complete = true end
+    return nil, "disconnected"
+  end
+  local len = #body
+  local proto = self.proto
+  local head = not self.head_sent and self:build_head(len, not more) or nil
+  local cl = self.cl
+  if cl and not self.no_body then
+    local sent = self.sent + len
+    if sent > cl then
+      proto:abort()
+      bad("response body longer than content-length", 3)
+    end
+    self.sent = sent
+    if not more and sent < cl then
+      proto:abort()
+      bad("response body shorter than content-length", 3)
+    end
+  end
+  local transport = proto.transport
+  if self.no_body then
+    if head then transport:write(head) end
+  elseif self.chunked_out then
+    local last = (not more and not self.want_trailers) and "0\r\n\r\n" or nil
+    if len > 0 then
+      if head then
+        transport:write({ head, format("%x\r\n", len), body, last and "\r\n0\r\n\r\n" or "\r\n" })
+      else
+        transport:write({ format("%x\r\n", len), body, last and "\r\n0\r\n\r\n" or "\r\n" })
+      end
+    elseif head then
+      transport:write(last and (head .. last) or head)
+    elseif last then
+      transport:write(last)
+    end
+  elseif head then
+    if len > 0 then transport:write({ head, body }) else transport:write(head) end
+  elseif len > 0 then
+    transport:write(body)
+  end
+  if more then
+    wait_drain(self)
+  elseif self.want_trailers then
+    self.body_finished = true
+  else
+    proto:response_complete(self)
+  end
+  if self.disconnected then return nil, "disconnected" end
+  return true
+end
+
+function Cycle:trailers(event)
+  if not self.trailers_ok then bad("http.response.trailers needs the request to send 'TE: trailers'", 3) end
+  if not self.want_trailers then bad("http.response.trailers without trailers = true in the start event", 3) end
+  if self.response_complete then bad("http.response.trailers after the response completed", 3) end
+  if not self.head_sent then
+    local ok, err = self:body({ body = "", more_body = true })
+    if not ok then return ok, err end
+  end
+  local headers = event.headers or {}
+  local parts, n = {}, 0
+  for i = 1, #headers do
+    local name, value = headers[i][1], headers[i][2]
+    if type(name) ~= "string" or not find(name, TOKEN) or type(value) ~= "string" or find(value, "[\r\n%z]") then
+      bad(format("invalid trailer %d", i), 3)
+    end
+    parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = name, ": ", value, "\r\n"
+    n = n + 4
+  end
+  local more = event.more_trailers and true or false
+  if self.disconnected then
+    if not more then self.response_complete = true end
+    return nil, "disconnected"
+  end
+  if not self.trailer_started then
+    self.trailer_started = true
+    if self.chunked_out then self.proto.transport:write("0\r\n") end
+  end
+  if self.chunked_out and n > 0 then self.proto.transport:write(concat(parts, "", 1, n)) end
+  if not more then
+    if self.chunked_out then self.proto.transport:write("\r\n") end
+    self.proto:response_complete(self)
+  end
+  return true
+end
+
+function Cycle:pathsend(event)
+  if not self.response_started then bad("http.response.pathsend before http.response.start", 3) end
+  if self.head_sent or self.response_complete then bad("http.response.pathsend after body events", 3) end
+  local path = event.path
+  if type(path) ~= "string" then bad("http.response.pathsend needs a string 'path'", 3) end
+  local f, err = io.open(path, "rb")
+  if not f then bad("http.response.pathsend cannot open " .. tostring(err), 3) end
+  local size = f:seek("end")
+  if self.disconnected then
+    f:close()
+    self.response_complete = true
+    return nil, "disconnected"
+  end
+  if self.cl and self.cl ~= size then
+    f:close()
+    self.proto:abort()
+    bad("http.response.pathsend: content-length differs from the file size", 3)
+  end
+  self.want_trailers = false
+  local head = self:build_head(size, true)
+  local proto = self.proto
+  local transport = proto.transport
+  transport:write(head)
+  if self.no_body or size == 0 then
+    f:close()
+  elseif transport.sendfile then
+    f:close()
+    local done, failure = false, nil
+    transport:sendfile(path, 0, size, function(e)
+      done, failure = true, e
+      if self.waiting == "send" then proto:resume(self) end
+    end)
+    while not done and not self.disconnected do
+      self.waiting = "send"
+      co_yield()
+      self.waiting = nil
+    end
+    if failure then
+      proto:abort()
+      return nil, "disconnected"
+    end
+  else
+    f:seek("set", 0)
+    while not self.disconnected do
+      local chunk = f:read(65536)
+      if not chunk then break end
+      transport:write(chunk)
+      wait_drain(self)
+    end
+    f:close()
+  end
+  if self.disconnected then
+    self.response_complete = true
+    return nil, "disconnected"
+  end
+  proto:response_complete(self)
+  return true
+end
+
+function Cycle:send_event(event)
+  if type(event) ~= "table" then bad("event must be a table", 2) end
+  local t = event.type
+  if t == "http.response.body" then return self:body(event)
+  elseif t == "http.response.start" then return self:start(event)
+  elseif t == "http.response.pathsend" then return self:pathsend(event)
+  elseif t == "http.response.trailers" then return self:trailers(event)
+  end
+  bad("unknown event type " .. tostring(t), 2)
+end
+
+function Protocol:response_complete(cycle)
+  cycle.response_complete = true
+  local ctx = self.ctx
+  if ctx.log.access_enabled then
+    local ms = cycle.t0 and (ctx.hrtime() - cycle.t0) / 1e6 or 0
+    ctx.log:access(self.client, cycle.method, cycle.target, cycle.http_version, cycle.status,
+      REASONS[cycle.status] or "", ms)
+  end
+  if self.cycle ~= cycle or self.state == "closed" then return end
+  if not cycle.keep_alive then
+    self:close()
+    return
+  end
+  if cycle.body_done then
+    self.cycle = nil
+    self.state = "head"
+  elseif cycle.expect_100 or cycle.chunked or cycle.remaining > M.READ_BUFFER then
+    -- the client waits for 100-continue, or too much body is left to read and drop: close instead
+    self:close()
+    return
+  else
+    cycle.discard = true
+    cycle.chunks, cycle.nchunks, cycle.body_bytes = {}, 0, 0
+    self.deadline = ctx.clock() + ctx.head_ms
+    self.deadline_kind = "body"
+  end
+  if not self.processing then self:process() end
+end
+
+function Cycle:app_done(ok, err)
+  local proto = self.proto
+  local ctx = proto.ctx
+  ctx.active = ctx.active - 1
+  self.app_finished = true
+  if self.response_complete then
+    if not ok then ctx.log:error("Exception in LASGI application\n" .. tostring(err)) end
+    return
+  end
+  if not ok then
+    ctx.log:error("Exception in LASGI application\n" .. tostring(err))
+  elseif not self.response_started then
+    ctx.log:error("LASGI callable returned without starting response.")
+  else
+    ctx.log:error("LASGI callable returned without completing response.")
+  end
+  self.response_complete = true
+  if proto.cycle ~= self or proto.state == "closed" or self.disconnected then return end
+  if not self.response_started then
+    self.status = 500
+    proto.transport:write(simple_response(ctx, 500, "Internal Server Error"))
+    if ctx.log.access_enabled then
+      proto.ctx.log:access(proto.client, self.method, self.target, self.http_version, 500,
+        "Internal Server Error", 0)
+    end
+    proto:close()
+  else
+    proto:abort()
+  end
+end
+
+M.Protocol = Protocol
+M.Cycle = Cycle
+M.pool_size = function() return npool end
+
+return M
