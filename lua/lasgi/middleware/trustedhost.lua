@@ -1,0 +1,61 @@
+-- TrustedHost: refuses requests whose Host header is not in the allowed list (400 "Invalid host header").
+local datastructures = require "lasgi.datastructures"
+local responses = require "lasgi.responses"
+
+local M = {}
+
+local function host_of(value)
+  if not value then return "" end
+  local v6 = value:match("^(%[.-%])")
+  if v6 then return v6:lower() end
+  return (value:match("^([^:]*)") or ""):lower()
+end
+
+---Wraps `app`. opts: allowed_hosts ({"*"}; entries "example.com" or "*.example.com"),
+---www_redirect (true: a request for "example.com" is redirected to "www.example.com" when only the
+---latter is allowed).
+---@param app function|table
+---@param opts? table
+---@return function
+function M.new(app, opts)
+  opts = opts or {}
+  local hosts = opts.allowed_hosts or { "*" }
+  if type(hosts) ~= "table" then error("TrustedHostMiddleware: argument 'allowed_hosts' must be a list", 2) end
+  local any = false
+  for _, h in ipairs(hosts) do
+    if h == "*" then any = true
+    elseif h:find("*", 1, true) and not h:match("^%*%.[^*]+$") then
+      error("TrustedHostMiddleware: wildcard only allowed as a '*.' prefix: " .. h, 2)
+    end
+  end
+  local www_redirect = opts.www_redirect ~= false
+
+  local function allowed(host)
+    for _, pattern in ipairs(hosts) do
+      if pattern:sub(1, 1) == "*" then
+        if host:sub(-(#pattern - 1)) == pattern:sub(2) then return true end
+      elseif host == pattern:lower() then
+        return true
+      end
+    end
+    return false
+  end
+
+  return function(scope, receive, send)
+    if any or (scope.type ~= "http" and scope.type ~= "websocket") then return app(scope, receive, send) end
+    local headers = datastructures.scope_headers(scope.headers)
+    local host = host_of(headers:get("host"))
+    if allowed(host) then return app(scope, receive, send) end
+    if scope.type == "websocket" then
+      return send({ type = "websocket.close", code = 1008, reason = "Invalid host header" })
+    end
+    if www_redirect and host:sub(1, 4) ~= "www." and allowed("www." .. host) then
+      local url = datastructures.url_from_scope(scope)
+      url = url:replace({ hostname = "www." .. url.hostname })
+      return responses.redirect(tostring(url), 307)(scope, receive, send)
+    end
+    return responses.text("Invalid host header", 400)(scope, receive, send)
+  end
+end
+
+return setmetatable(M, { __call = function(_, app, opts) return M.new(app, opts) end })
