@@ -1,0 +1,746 @@
+-- The HTTP/1.x protocol state machine, driven with bytes and a fake transport: no socket, no loop.
+-- Every case runs over each available request-head parser.
+local http = require("luvicorn.protocols.http")
+local parsers = require("luvicorn.parsers")
+local logging = require("luvicorn.logging")
+
+local ok_uv, uv = pcall(require, "luvrs")
+if not ok_uv then uv = nil end
+
+-- A transport that records what the protocol does.
+local function fake_transport()
+  local t = { out = {}, closed = false, aborted = false, paused = false, queue = 0, pauses = 0 }
+  function t.write(_, data)
+    assert.is_false(t.closed, "write after close")
+    if type(data) == "table" then data = table.concat(data) end
+    t.out[#t.out + 1] = data
+  end
+  function t.close() t.closed = true end
+  function t.abort() t.closed = true; t.aborted = true end
+  function t.pause_reading() t.paused = true; t.pauses = t.pauses + 1 end
+  function t.resume_reading() t.paused = false end
+  function t.get_write_queue_size() return t.queue end
+  function t.text() return table.concat(t.out) end
+  return t
+end
+
+-- Splits a byte stream of responses into { status, headers (lower-case name -> value), body, head }.
+local function responses(s)
+  local list, pos = {}, 1
+  while pos <= #s do
+    local e = s:find("\r\n\r\n", pos, true)
+    if not e then error("incomplete response head: " .. s:sub(pos)) end
+    local head = s:sub(pos, e + 1)
+    local status = tonumber(head:match("^HTTP/1%.1 (%d%d%d)"))
+    local headers = {}
+    for name, value in head:gmatch("\r\n([^:\r\n]+): ([^\r\n]*)") do
+      headers[name:lower()] = headers[name:lower()] and (headers[name:lower()] .. ", " .. value) or value
+    end
+    pos = e + 4
+    local body = ""
+    local no_body = status == 100 or status == 204 or status == 304 or list.head_next
+    if headers["content-length"] and not no_body then
+      local n = tonumber(headers["content-length"])
+      body = s:sub(pos, pos + n - 1)
+      pos = pos + n
+    elseif headers["transfer-encoding"] == "chunked" then
+      local parts = {}
+      while true do
+        local le = s:find("\r\n", pos, true)
+        local size = tonumber(s:sub(pos, le - 1), 16)
+        pos = le + 2
+        if size == 0 then
+          local te = s:find("\r\n\r\n", pos - 2, true)
+          headers.trailer_block = s:sub(pos, te + 1)
+          pos = te + 4
+          break
+        end
+        parts[#parts + 1] = s:sub(pos, pos + size - 1)
+        pos = pos + size + 2
+      end
+      body = table.concat(parts)
+    elseif not no_body and status ~= 100 then
+      body = s:sub(pos)
+      pos = #s + 1
+    end
+    list[#list + 1] = { status = status, headers = headers, body = body, head = head }
+  end
+  return list
+end
+
+for _, impl in ipairs(parsers.available(uv)) do
+  describe("http protocol (" .. impl.name .. " parser)", function()
+    local now, errors
+    local function make(app, opts)
+      opts = opts or {}
+      errors = {}
+      local log = logging.new({ level = "debug", access_log = opts.access_log or false,
+        err = { write = function(_, _, msg) errors[#errors + 1] = msg end, flush = function() end },
+        out = opts.out })
+      opts.app = app
+      opts.parse_head = impl.parse_head
+      opts.log = log
+      opts.clock = function() return now end
+      opts.time = function() return 1700000000 end
+      opts.hrtime = function() return now * 1e6 end
+      local ctx = http.context(opts)
+      local t = fake_transport()
+      local p = http.new(ctx, t, { "127.0.0.1", 5000 }, { "127.0.0.1", 8000 })
+      return p, t, ctx
+    end
+    before_each(function() now = 1000 end)
+
+    local function hello(_, _, send)
+      send({ type = "http.response.start", status = 200, headers = { { "content-type", "text/plain" } } })
+      send({ type = "http.response.body", body = "Hello, world!" })
+    end
+
+    it("answers a GET with content-length, date and server headers, and keeps the connection", function()
+      local p, t = make(hello)
+      p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      local r = responses(t.text())
+      assert.are.equal(1, #r)
+      assert.are.equal(200, r[1].status)
+      assert.are.equal("Hello, world!", r[1].body)
+      assert.are.equal("13", r[1].headers["content-length"])
+      assert.are.equal("Tue, 14 Nov 2023 22:13:20 GMT", r[1].headers.date)
+      assert.are.equal("luvicorn", r[1].headers.server)
+      assert.is_nil(r[1].headers.connection)
+      assert.is_false(t.closed)
+      assert.is_true(p:is_idle())
+    end)
+
+    it("writes the head and the body in one write", function()
+      local p, t = make(hello)
+      p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert.are.equal(1, #t.out)
+    end)
+
+    it("builds the scope", function()
+      local seen
+      local p = make(function(scope, receive, send)
+        seen = scope
+        assert.are.same({ type = "http.request", body = "", more_body = false }, receive())
+        hello(scope, receive, send)
+      end, { root_path = "/root" })
+      p:data_received("GET /a%20b/c?x=%20&y HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n")
+      assert.are.equal("http", seen.type)
+      assert.are.same({ version = "1.0", spec_version = "1.0" }, seen.lasgi)
+      assert.are.equal("1.1", seen.http_version)
+      assert.are.equal("GET", seen.method)
+      assert.are.equal("http", seen.scheme)
+      assert.are.equal("/root/a b/c", seen.path)
+      assert.are.equal("/root/a%20b/c", seen.raw_path)
+      assert.are.equal("x=%20&y", seen.query_string)
+      assert.are.equal("/root", seen.root_path)
+      assert.are.same({ { "host", "x" }, { "x-a", "1" } }, seen.headers)
+      assert.are.same({ "127.0.0.1", 5000 }, seen.client)
+      assert.are.same({ "127.0.0.1", 8000 }, seen.server)
+      assert.are.same({}, seen.state)
+      assert.is_table(seen.extensions["http.response.pathsend"])
+      assert.is_nil(seen.extensions["http.response.trailers"])
+    end)
+
+    it("copies the lifespan state into each scope (shallow)", function()
+      local states = {}
+      local lstate = { db = "conn" }
+      local p = make(function(scope, r, s)
+        states[#states + 1] = scope.state
+        scope.state.mine = true
+        hello(scope, r, s)
+      end, { state = lstate })
+      p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert.are.equal(2, #states)
+      assert.are.equal("conn", states[2].db)
+      assert.is_nil(states[2].mine == true and states[1] == states[2] or nil)
+      assert.is_nil(lstate.mine)
+    end)
+
+    it("answers pipelined requests in order", function()
+      local p, t = make(function(scope, _, send)
+        send({ type = "http.response.start", status = 200 })
+        send({ type = "http.response.body", body = scope.path })
+      end)
+      p:data_received("GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\n\r\n")
+      local r = responses(t.text())
+      assert.are.same({ "/1", "/2", "/3" }, { r[1].body, r[2].body, r[3].body })
+    end)
+
+    it("survives many pipelined requests in one read", function()
+      local p, t = make(hello)
+      p:data_received(("GET / HTTP/1.1\r\nHost: x\r\n\r\n"):rep(2000))
+      assert.are.equal(2000, #responses(t.text()))
+    end)
+
+    it("answers a request that arrives one byte at a time", function()
+      local p, t = make(hello)
+      for c in ("GET / HTTP/1.1\r\nHost: x\r\n\r\n"):gmatch(".") do p:data_received(c) end
+      assert.are.equal(200, responses(t.text())[1].status)
+    end)
+
+    it("closes after Connection: close from the client", function()
+      local p, t = make(hello)
+      p:data_received("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      local r = responses(t.text())
+      assert.are.equal("close", r[1].headers.connection)
+      assert.is_true(t.closed)
+      assert.is_false(t.aborted)
+    end)
+
+    it("closes after Connection: close from the app", function()
+      local p, t = make(function(_, _, send)
+        send({ type = "http.response.start", status = 200, headers = { { "Connection", "close" } } })
+        send({ type = "http.response.body", body = "x" })
+      end)
+      p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert.are.equal("close", responses(t.text())[1].headers.connection)
+      assert.is_true(t.closed)
+    end)
+
+    it("closes HTTP/1.0 connections by default and keeps them with keep-alive", function()
+      local p, t = make(hello)
+      p:data_received("GET / HTTP/1.0\r\n\r\n")
+      assert.are.equal("close", responses(t.text())[1].headers.connection)
+      assert.is_true(t.closed)
+      local p2, t2 = make(hello)
+      p2:data_received("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+      assert.are.equal("keep-alive", responses(t2.text())[1].headers.connection)
+      assert.is_false(t2.closed)
+    end)
+
+    it("streams a response with chunked encoding", function()
+      local p, t = make(function(_, _, send)
+        send({ type = "http.response.start", status = 200 })
+        send({ type = "http.response.body", body = "a", more_body = true })
+        send({ type = "http.response.body", body = "", more_body = true })
+        send({ type = "http.response.body", body = "bc", more_body = true })
+        send({ type = "http.response.body", body = "" })
+      end)
+      p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      local r = responses(t.text())
+      assert.are.equal("chunked", r[1].headers["transfer-encoding"])
+      assert.are.equal("abc", r[1].body)
+      assert.is_false(t.closed)
+    end)
+
+    it("streams to HTTP/1.0 by closing the connection", function()
+      local p, t = make(function(_, _, send)
+        send({ type = "http.response.start", status = 200 })
+        send({ type = "http.response.body", body = "a", more_body = true })
+        send({ type = "http.response.body", body = "b" })
+      end)
+      p:data_received("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+      local r = responses(t.text())
+      assert.is_nil(r[1].headers["transfer-encoding"])
+      assert.are.equal("ab", r[1].body)
+      assert.is_true(t.closed)
+    end)
+
+    it("keeps the app's content-length and checks the body against it", function()
+      local p, t = make(function(_, _, send)
+        send({ type = "http.response.start", status = 200, headers = { { "content-length", "4" } } })
+        send({ type = "http.response.body", body = "ab", more_body = true })
+        send({ type = "http.response.body", body = "cd" })
+      end)
+      p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      local r = responses(t.text())
+      assert.are.equal("abcd", r[1].body)
+      assert.is_nil(r[1].headers["transfer-encoding"])
+    end)
+
+    it("fails a body longer than content-length and closes", function()
+      local result
+      local p, t = make(function(_, _, send)
+        send({ type = "http.response.start", status = 200, headers = { { "content-length", "2" } } })
+        result = { pcall(send, { type = "http.response.body", body = "abc" }) }
+      end)
+      p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert.is_false(result[1])
+      assert.matches("longer than content%-length", result[2])
+      assert.is_true(t.aborted)
+    end)
+
+    it("fails a body shorter than content-length and closes", function()
+      local p, t = make(function(_, _, send)
+        send({ type = "http.response.start", status = 200, headers = { { "content-length", "5" } } })
+        send({ type = "http.response.body", body = "abc" })
+      end)
+      p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert.is_true(t.aborted)
+      assert.matches("shorter than content%-length", errors[1])
+    end)
+
+    it("sends no body for HEAD but the length GET would have", function()
+      local p, t = make(hello)
+      p:data_received("HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+      local text = t.text()
+      assert.matches("content%-length: 13\r\n", text)
+      assert.are.equal("\r\n\r\n", text:sub(-4))
+      assert.is_false(t.closed)
+    end)
+
+    it("sends no body and no framing for 204 and 304", function()
+      for _, status in ipairs({ 204, 304 }) do
+        local p, t = make(function(_, _, send)
+          send({ type = "http.response.start", status = status })
+          send({ type = "http.response.body", body = "" })
+        end)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        local text = t.text()
+        assert.is_nil(text:find("content-length", 1, true))
+        assert.is_nil(text:find("transfer-encoding", 1, true))
+        assert.are.equal("\r\n\r\n", text:sub(-4))
+      end
+    end)
+
+    it("omits date and server headers when told, and adds --header ones", function()
+      local p, t = make(hello, { date_header = false, server_header = false, headers = { { "x-extra", "1" } } })
+      p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      local h = responses(t.text())[1].headers
+      assert.is_nil(h.date)
+      assert.is_nil(h.server)
+      assert.are.equal("1", h["x-extra"])
+    end)
+
+    describe("request bodies", function()
+      local function echo(_, receive, send)
+        local parts, events = {}, 0
+        repeat
+          local ev = receive()
+          assert.are.equal("http.request", ev.type)
+          parts[#parts + 1] = ev.body
+          events = events + 1
+        until not ev.more_body
+        send({ type = "http.response.start", status = 200 })
+        send({ type = "http.response.body", body = table.concat(parts) .. "|" .. events })
+      end
+
+      it("reads a Content-Length body", function()
+        local p, t = make(echo)
+        p:data_received("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        assert.are.equal("hello|1", responses(t.text())[1].body)
+      end)
+
+      it("streams a body that arrives in pieces as several events", function()
+        local p, t = make(echo)
+        p:data_received("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhel")
+        p:data_received("lo")
+        p:data_received("world")
+        assert.are.equal("helloworld|3", responses(t.text())[1].body)
+      end)
+
+      it("de-chunks a chunked body, with extensions and trailers dropped", function()
+        local p, t = make(echo)
+        p:data_received("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+          .. "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n")
+        assert.are.equal("hello world|1", responses(t.text())[1].body)
+      end)
+
+      it("de-chunks a chunked body fed one byte at a time", function()
+        local p, t = make(echo)
+        local req = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+          .. "A\r\n0123456789\r\n1\r\nx\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        for c in req:gmatch(".") do p:data_received(c) end
+        local r = responses(t.text())
+        assert.are.equal(2, #r)
+        assert.matches("^0123456789x|", r[1].body)
+      end)
+
+      it("keeps the bytes after a body for the next request", function()
+        local p, t = make(echo)
+        p:data_received("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nabGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        local r = responses(t.text())
+        assert.are.equal("ab|1", r[1].body)
+        assert.are.equal("|1", r[2].body)
+      end)
+
+      it("drops a small unread body and serves the next request", function()
+        local p, t = make(hello)
+        p:data_received("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nab")
+        p:data_received("cGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert.are.equal(2, #responses(t.text()))
+        assert.is_false(t.closed)
+      end)
+
+      it("returns http.disconnect after the response completed", function()
+        local after
+        local p = make(function(s, r, send)
+          hello(s, r, send)
+          after = r()
+        end)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert.are.same({ type = "http.disconnect" }, after)
+      end)
+
+      it("wakes a waiting receive with http.disconnect when the connection is lost", function()
+        local events = {}
+        local p = make(function(_, receive)
+          events[#events + 1] = receive()
+          events[#events + 1] = receive()
+        end)
+        p:data_received("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        p:connection_lost()
+        assert.are.same({ type = "http.request", body = "ab", more_body = true }, events[1])
+        assert.are.same({ type = "http.disconnect" }, events[2])
+      end)
+
+      it("pauses reading past 64 KiB of unreceived body and resumes when the app receives", function()
+        local receive_fn
+        local p, t = make(function(_, receive) receive_fn = receive; coroutine.yield() end)
+        p:data_received("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")
+        p:data_received(("x"):rep(70000))
+        assert.is_true(t.paused)
+        p:data_received(("x"):rep(1000)) -- what was in flight is still accepted
+        assert.is_true(t.paused)
+        assert.is_function(receive_fn)
+      end)
+
+      it("answers Expect: 100-continue when the app first receives", function()
+        local p, t = make(echo)
+        p:data_received("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        assert.are.equal("HTTP/1.1 100 Continue\r\n\r\n", t.text())
+        p:data_received("hi")
+        local r = responses(t.text())
+        assert.are.equal(100, r[1].status)
+        assert.are.equal("hi|1", r[2].body)
+      end)
+
+      it("does not send 100 Continue when the app answers without receiving", function()
+        local p, t = make(hello)
+        p:data_received("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        local r = responses(t.text())
+        assert.are.equal(200, r[1].status)
+        assert.are.equal(1, #r)
+        assert.is_true(t.closed)
+      end)
+    end)
+
+    describe("rejections", function()
+      local function rejected(req, status, opts)
+        local called = false
+        local p, t = make(function(scope, receive, send)
+          called = true
+          local ev
+          repeat ev = receive() until ev.type == "http.disconnect" or not ev.more_body
+          hello(scope, receive, send)
+        end, opts)
+        p:data_received(req)
+        local r = responses(t.text())
+        assert.are.equal(1, #r, "one response")
+        assert.are.equal(status, r[1].status)
+        assert.are.equal("close", r[1].headers.connection)
+        assert.are.equal("text/plain; charset=utf-8", r[1].headers["content-type"])
+        assert.is_true(#r[1].body > 1)
+        assert.is_true(t.closed)
+        return called, r[1]
+      end
+
+      local cases = {
+        { "a malformed request line", "GET/ HTTP/1.1\r\n\r\n", 400 },
+        { "a malformed header", "GET / HTTP/1.1\r\nHost x\r\n\r\n", 400 },
+        { "both Content-Length and Transfer-Encoding",
+          "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400 },
+        { "differing Content-Length values",
+          "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400 },
+        { "an invalid Content-Length", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\n", 400 },
+        { "gzip as the final coding", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400 },
+        { "an unknown coding", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501 },
+        { "an invalid chunk size",
+          "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400 },
+        { "a chunk size with junk", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5 x\r\n", 400 },
+        { "a huge chunk size",
+          "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n", 400 },
+        { "a chunk without its CRLF",
+          "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXX", 400 },
+        { "a bare LF", "GET / HTTP/1.1\nHost: x\n\n", 400 },
+        { "obs-fold", "GET / HTTP/1.1\r\nHost: x\r\nA: b\r\n  c\r\n\r\n", 400 },
+        { "a missing Host on 1.1", "GET / HTTP/1.1\r\n\r\n", 400 },
+        { "two Host headers", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400 },
+        { "Transfer-Encoding on 1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400 },
+        { "HTTP/2.0", "GET / HTTP/2.0\r\n\r\n", 505 },
+        { "an invalid target", "GET abc HTTP/1.1\r\nHost: x\r\n\r\n", 400 },
+      }
+      for _, case in ipairs(cases) do
+        it("answers " .. case[3] .. " to " .. case[1], function()
+          rejected(case[2], case[3])
+        end)
+      end
+
+      it("answers 414 to a request line over --max-request-head", function()
+        rejected("GET /" .. ("a"):rep(200) .. " HTTP/1.1\r\n", 414, { max_request_head = 100 })
+      end)
+
+      it("answers 431 to a head over --max-request-head", function()
+        rejected("GET / HTTP/1.1\r\nHost: x\r\nA: " .. ("a"):rep(200), 431, { max_request_head = 100 })
+      end)
+
+      it("answers 431 past --max-headers", function()
+        rejected("GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\n\r\n", 431, { max_headers = 2 })
+      end)
+
+      it("answers 413 to a Content-Length over --max-body-size without calling the app", function()
+        local called = rejected("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n", 413, { max_body_size = 10 })
+        assert.is_false(called)
+      end)
+
+      it("answers 413 when a chunked body grows over --max-body-size", function()
+        local events = {}
+        local p, t = make(function(_, receive)
+          repeat local ev = receive(); events[#events + 1] = ev until ev.type == "http.disconnect"
+        end, { max_body_size = 10 })
+        p:data_received("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n")
+        p:data_received("8\r\n12345678\r\n")
+        local r = responses(t.text())
+        assert.are.equal(413, r[1].status)
+        assert.is_true(t.closed)
+        assert.are.equal("http.disconnect", events[#events].type)
+      end)
+
+      it("answers 503 over --limit-concurrency", function()
+        local p, t, ctx = make(hello, { limit_concurrency = 5 })
+        ctx.active = 5
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert.are.equal(503, responses(t.text())[1].status)
+      end)
+    end)
+
+    describe("app failures", function()
+      it("answers 500 and closes when the app fails before starting", function()
+        local p, t = make(function() error("boom") end)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert.are.equal(500, responses(t.text())[1].status)
+        assert.is_true(t.closed)
+        assert.matches("boom", errors[1])
+        assert.matches("traceback", errors[1])
+      end)
+
+      it("closes the connection when the app fails after starting", function()
+        local p, t = make(function(_, _, send)
+          send({ type = "http.response.start", status = 200 })
+          send({ type = "http.response.body", body = "part", more_body = true })
+          error("late boom")
+        end)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert.is_true(t.aborted)
+        assert.matches("late boom", errors[1])
+      end)
+
+      it("answers 500 when the app returns without starting", function()
+        local p, t = make(function() end)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert.are.equal(500, responses(t.text())[1].status)
+        assert.matches("without starting", errors[1])
+      end)
+
+      it("closes when the app returns without completing", function()
+        local p, t = make(function(_, _, send) send({ type = "http.response.start", status = 200 }) end)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert.is_true(t.aborted)
+        assert.matches("without completing", errors[1])
+      end)
+
+      it("raises for misuse: unknown event, body before start, body after end, bad headers", function()
+        local results = {}
+        local p = make(function(_, _, send)
+          results[1] = { pcall(send, { type = "nope" }) }
+          results[2] = { pcall(send, { type = "http.response.body", body = "x" }) }
+          results[3] = { pcall(send, { type = "http.response.start", status = 200, headers = { { "a b", "1" } } }) }
+          results[4] = { pcall(send, { type = "http.response.start", status = 200, headers = { { "a", "1\r\n" } } }) }
+          results[5] = { pcall(send, { type = "http.response.start", status = "200" }) }
+          send({ type = "http.response.start", status = 200 })
+          results[6] = { pcall(send, { type = "http.response.start", status = 200 }) }
+          send({ type = "http.response.body", body = "x" })
+          results[7] = { pcall(send, { type = "http.response.body", body = "x" }) }
+        end)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        for i = 1, 7 do
+          assert.is_false(results[i][1], "case " .. i)
+          assert.matches("^send: ", results[i][2]:gsub("^[^:]*:%d+: ", ""))
+        end
+      end)
+
+      it("returns nil, 'disconnected' from send once the connection is gone", function()
+        local result
+        local p = make(function(_, receive, send)
+          send({ type = "http.response.start", status = 200 })
+          send({ type = "http.response.body", body = "a", more_body = true })
+          receive() -- the (empty) body
+          receive() -- waits until disconnect
+          result = { send({ type = "http.response.body", body = "b" }) }
+        end)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        p:connection_lost("ECONNRESET")
+        assert.are.same({ nil, "disconnected" }, result)
+      end)
+    end)
+
+    describe("write backpressure", function()
+      it("send waits while the queue is over the high-water mark and resumes on drain", function()
+        local progress = 0
+        local p, t = make(function(_, _, send)
+          send({ type = "http.response.start", status = 200 })
+          for _ = 1, 3 do
+            send({ type = "http.response.body", body = "x", more_body = true })
+            progress = progress + 1
+          end
+          send({ type = "http.response.body", body = "" })
+        end)
+        t.queue = http.HIGH_WATER + 1
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert.are.equal(0, progress)
+        assert.is_true(p.want_drain)
+        t.queue = 0
+        p:drained()
+        assert.are.equal(3, progress)
+        assert.are.equal("xxx", responses(t.text())[1].body)
+      end)
+    end)
+
+    describe("timeouts", function()
+      it("closes an idle keep-alive connection after --timeout-keep-alive", function()
+        local p, t = make(hello, { timeout_keep_alive = 5 })
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        now = now + 4999
+        assert.is_false(p:check_timeout(now))
+        now = now + 1
+        assert.is_true(p:check_timeout(now))
+        assert.is_true(t.closed)
+      end)
+
+      it("closes a client whose head does not arrive within --timeout-request-head", function()
+        local p, t = make(hello, { timeout_request_head = 2 })
+        p:data_received("GET / HTTP/1.1\r\n")
+        now = now + 1000
+        p:data_received("Host: x\r\n") -- trickling bytes does not extend the deadline
+        now = now + 999
+        assert.is_false(p:check_timeout(now))
+        now = now + 1
+        assert.is_true(p:check_timeout(now))
+        assert.are.equal(408, responses(t.text())[1].status)
+        assert.is_true(t.closed)
+      end)
+
+      it("does not time out while the app works on a request", function()
+        local p, t = make(function() coroutine.yield() end, { timeout_keep_alive = 1, timeout_request_head = 1 })
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        now = now + 60000
+        assert.is_false(p:check_timeout(now))
+        assert.is_false(t.closed)
+      end)
+    end)
+
+    describe("graceful shutdown", function()
+      it("closes an idle connection at once", function()
+        local p, t = make(hello)
+        p:shutdown()
+        assert.is_true(t.closed)
+      end)
+
+      it("lets an in-flight response finish with connection: close", function()
+        local send_fn
+        local p, t = make(function(_, _, send)
+          send_fn = send
+          send({ type = "http.response.start", status = 200 })
+          coroutine.yield()
+        end)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        p:shutdown()
+        assert.is_false(t.closed)
+        -- the app is resumed by someone else (e.g. a luvrs.co timer) and completes
+        local co = p.cycle.co
+        send_fn = send_fn
+        assert(coroutine.resume(co)) -- resumes the yield: app returns without body -> abort
+        assert.is_true(t.closed)
+      end)
+    end)
+
+    describe("extensions", function()
+      it("sends trailers when the request sent TE: trailers", function()
+        local seen
+        local p, t = make(function(scope, _, send)
+          seen = scope.extensions
+          send({ type = "http.response.start", status = 200, trailers = true })
+          send({ type = "http.response.body", body = "abc" })
+          send({ type = "http.response.trailers", headers = { { "x-checksum", "42" } } })
+        end)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n")
+        assert.is_table(seen["http.response.trailers"])
+        local r = responses(t.text())
+        assert.are.equal("chunked", r[1].headers["transfer-encoding"])
+        assert.are.equal("abc", r[1].body)
+        assert.are.equal("x-checksum: 42\r\n", r[1].headers.trailer_block)
+        assert.is_false(t.closed)
+      end)
+
+      it("sends a file with pathsend (no transport sendfile: read in chunks)", function()
+        local path = os.tmpname()
+        local f = assert(io.open(path, "wb"))
+        f:write(("0123456789"):rep(10000))
+        f:close()
+        local p, t = make(function(_, _, send)
+          send({ type = "http.response.start", status = 200 })
+          send({ type = "http.response.pathsend", path = path })
+        end)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        os.remove(path)
+        local r = responses(t.text())
+        assert.are.equal("100000", r[1].headers["content-length"])
+        assert.are.equal(("0123456789"):rep(10000), r[1].body)
+      end)
+
+      it("hands pathsend to transport.sendfile when there is one", function()
+        local path = os.tmpname()
+        local f = assert(io.open(path, "wb"))
+        f:write("abc")
+        f:close()
+        local p, t = make(function(_, _, send)
+          send({ type = "http.response.start", status = 200 })
+          send({ type = "http.response.pathsend", path = path })
+        end)
+        local pending
+        t.sendfile = function(_, fpath, offset, length, cb)
+          pending = { fpath, offset, length, cb }
+        end
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        os.remove(path)
+        assert.are.same({ path, 0, 3 }, { pending[1], pending[2], pending[3] })
+        assert.is_false(p:is_idle())
+        pending[4](nil)
+        assert.is_true(p:is_idle())
+      end)
+    end)
+
+    it("writes an access log line with the response time", function()
+      local lines = {}
+      local out = { write = function(_, ...) lines[#lines + 1] = table.concat({ ... }) end, flush = function() end }
+      local p = make(hello, { access_log = true, out = out })
+      p:data_received("GET /x?y=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert.matches('^INFO:     127%.0%.0%.1:5000 %- "GET /x%?y=1 HTTP/1%.1" 200 OK %d+%.%d%dms\n$', lines[1])
+    end)
+
+    it("uses X-Forwarded-* from a trusted proxy only", function()
+      local seen
+      local app = function(scope, r, s) seen = scope; hello(scope, r, s) end
+      local p = make(app)
+      p:data_received("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nX-Forwarded-Proto: https\r\n\r\n")
+      assert.are.equal("https", seen.scheme)
+      assert.are.equal("10.0.0.1", seen.client[1])
+      local p2 = make(app, { forwarded_allow_ips = { "10.9.9.9" } })
+      p2:data_received("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n\r\n")
+      assert.are.equal("http", seen.scheme)
+      assert.are.equal("127.0.0.1", seen.client[1])
+    end)
+
+    it("closes on EOF when idle, and finishes the response on EOF after a complete request", function()
+      local p, t = make(hello)
+      p:eof_received()
+      assert.is_true(t.closed)
+      local send_fn
+      local p2, t2 = make(function(_, _, send) send_fn = send; coroutine.yield() end)
+      p2:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+      p2:eof_received()
+      assert.is_false(t2.closed)
+      assert.is_function(send_fn)
+    end)
+  end)
+end
