@@ -1,3 +1,297 @@
+//! luvrs: a libuv-like event loop for stock Lua 5.4, with luv's API.
+//!
+//! `require "luvrs"` returns one table of functions. Handles are userdata whose metatable carries
+//! the same functions as methods (`uv.timer_start(t, ...)` is `t:start(...)`).
+
+mod args;
+mod error;
+#[path = "loop.rs"]
+mod event_loop;
+mod handle;
+mod misc;
+mod signal;
+mod stream;
+mod tcp;
+mod timer;
+mod watcher;
+
+use args::Args;
+use event_loop::{Core, State};
+use handle::{Handle, Kind};
+use mlua::ffi;
 use mlua::prelude::*;
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::os::raw::c_int;
+use std::rc::Rc;
+
+/// The signature of every luvrs function: the Lua state, the loop, and the call's arguments.
+type Fun = fn(&Lua, &Rc<Core>, &Args) -> LuaResult<LuaMultiValue>;
+
+/// A marker a function returns (with a message) to have its trampoline raise a plain string error,
+/// as luv's functions do; mlua itself would raise a userdata.
+static RAISE_TAG: u8 = 0;
+
+fn raise_tag() -> *mut c_void {
+    &RAISE_TAG as *const u8 as *mut c_void
+}
+
+/// Calls the mlua function in upvalue 1 with the arguments; raises its message if it returned
+/// the raise marker. No Rust value with a destructor lives in this frame, so `lua_error`'s longjmp
+/// skips nothing.
+unsafe extern "C-unwind" fn trampoline(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: called by Lua as a C closure with one upvalue, the function to call.
+    unsafe {
+        let n = ffi::lua_gettop(l);
+        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(1));
+        ffi::lua_insert(l, 1);
+        ffi::lua_call(l, n, ffi::LUA_MULTRET);
+        let nres = ffi::lua_gettop(l);
+        if nres >= 2 && ffi::lua_touserdata(l, 1) == raise_tag() {
+            ffi::lua_settop(l, 2);
+            ffi::lua_error(l);
+        }
+        nres
+    }
+}
+
+fn export(lua: &Lua, core: &Rc<Core>, name: &'static str, f: Fun) -> LuaResult<LuaFunction> {
+    let c = core.clone();
+    let inner = lua.create_function(move |lua, args: LuaMultiValue| {
+        let a = Args::new(name, args);
+        match f(lua, &c, &a) {
+            Ok(v) => Ok(v),
+            Err(e) => Ok(LuaMultiValue::from_vec(vec![
+                LuaValue::LightUserData(LuaLightUserData(raise_tag())),
+                LuaValue::String(lua.create_string(error::lua_text(&e))?),
+            ])),
+        }
+    })?;
+    // SAFETY: pushes a C closure over the function exec_raw left on the stack.
+    unsafe { lua.exec_raw::<LuaFunction>(inner, |state| ffi::lua_pushcclosure(state, trampoline, 1)) }
+}
+
+/// The request object luv's write/connect/shutdown return (shared: programs only test it).
+struct Req(&'static str);
+
+fn by_kind(a: &Args) -> LuaResult<Kind> {
+    Ok(a.any_handle(1)?.1.kind)
+}
+
+fn m_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    match by_kind(a)? {
+        Kind::Timer => timer::timer_start(lua, core, a),
+        k @ (Kind::Idle | Kind::Prepare | Kind::Check) => watcher::start(lua, core, a, k),
+        Kind::Signal => signal::signal_start(lua, core, a),
+        _ => Err(a.bad(1, "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t or uv_signal_t")),
+    }
+}
+
+fn m_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    match by_kind(a)? {
+        Kind::Timer => timer::timer_stop(lua, core, a),
+        k @ (Kind::Idle | Kind::Prepare | Kind::Check) => watcher::stop(lua, core, a, k),
+        Kind::Signal => signal::signal_stop(lua, core, a),
+        _ => Err(a.bad(1, "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t or uv_signal_t")),
+    }
+}
+
+/// `(name in the module, function)`; the method name is the same unless given in METHODS.
+const FUNCTIONS: &[(&str, Fun)] = &[
+    // loop
+    ("run", event_loop::run),
+    ("stop", event_loop::stop),
+    ("loop_alive", event_loop::loop_alive),
+    ("loop_mode", event_loop::loop_mode),
+    ("now", event_loop::now),
+    ("update_time", event_loop::update_time),
+    ("hrtime", event_loop::hrtime),
+    ("backend_fd", event_loop::backend_fd),
+    ("backend_timeout", event_loop::backend_timeout),
+    ("set_error_handler", event_loop::set_error_handler),
+    ("walk", handle::walk),
+    // handle
+    ("close", handle::close),
+    ("is_active", handle::is_active),
+    ("is_closing", handle::is_closing),
+    ("ref", handle::ref_),
+    ("unref", handle::unref),
+    ("has_ref", handle::has_ref),
+    ("handle_get_type", handle::get_type),
+    ("fileno", handle::fileno),
+    ("send_buffer_size", handle::send_buffer_size),
+    ("recv_buffer_size", handle::recv_buffer_size),
+    // timer
+    ("new_timer", timer::new_timer),
+    ("timer_start", timer::timer_start),
+    ("timer_stop", timer::timer_stop),
+    ("timer_again", timer::timer_again),
+    ("timer_set_repeat", timer::timer_set_repeat),
+    ("timer_get_repeat", timer::timer_get_repeat),
+    ("timer_get_due_in", timer::timer_get_due_in),
+    // idle, prepare, check
+    ("new_idle", |l, c, _| watcher::new(l, c, Kind::Idle)),
+    ("idle_start", |l, c, a| watcher::start(l, c, a, Kind::Idle)),
+    ("idle_stop", |l, c, a| watcher::stop(l, c, a, Kind::Idle)),
+    ("new_prepare", |l, c, _| watcher::new(l, c, Kind::Prepare)),
+    ("prepare_start", |l, c, a| watcher::start(l, c, a, Kind::Prepare)),
+    ("prepare_stop", |l, c, a| watcher::stop(l, c, a, Kind::Prepare)),
+    ("new_check", |l, c, _| watcher::new(l, c, Kind::Check)),
+    ("check_start", |l, c, a| watcher::start(l, c, a, Kind::Check)),
+    ("check_stop", |l, c, a| watcher::stop(l, c, a, Kind::Check)),
+    // stream
+    ("listen", stream::listen),
+    ("accept", stream::accept),
+    ("read_start", stream::read_start),
+    ("read_stop", stream::read_stop),
+    ("write", stream::write),
+    ("try_write", stream::try_write),
+    ("shutdown", stream::shutdown),
+    ("is_readable", stream::is_readable),
+    ("is_writable", stream::is_writable),
+    ("stream_get_write_queue_size", stream::write_queue_size),
+    // tcp
+    ("new_tcp", tcp::new_tcp),
+    ("tcp_open", tcp::tcp_open),
+    ("tcp_bind", tcp::tcp_bind),
+    ("tcp_connect", tcp::tcp_connect),
+    ("tcp_nodelay", tcp::tcp_nodelay),
+    ("tcp_keepalive", tcp::tcp_keepalive),
+    ("tcp_simultaneous_accepts", tcp::tcp_simultaneous_accepts),
+    ("tcp_getsockname", tcp::tcp_getsockname),
+    ("tcp_getpeername", tcp::tcp_getpeername),
+    ("tcp_close_reset", tcp::tcp_close_reset),
+    ("tcp_write_queue_size", stream::write_queue_size),
+    // signal
+    ("new_signal", signal::new_signal),
+    ("signal_start", signal::signal_start),
+    ("signal_start_oneshot", signal::signal_start_oneshot),
+    ("signal_stop", signal::signal_stop),
+    ("kill", signal::kill),
+    // misc
+    ("version", misc::version),
+    ("version_string", misc::version_string),
+    ("cwd", misc::cwd),
+    ("chdir", misc::chdir),
+    ("os_getpid", misc::os_getpid),
+    ("os_getppid", misc::os_getppid),
+    ("os_gethostname", misc::os_gethostname),
+    ("os_uname", misc::os_uname),
+    ("os_getenv", misc::os_getenv),
+    ("os_setenv", misc::os_setenv),
+    ("os_unsetenv", misc::os_unsetenv),
+    ("os_environ", misc::os_environ),
+    ("os_homedir", misc::os_homedir),
+    ("os_tmpdir", misc::os_tmpdir),
+    ("getuid", misc::getuid),
+    ("getgid", misc::getgid),
+    ("getrusage", misc::getrusage),
+    ("resident_set_memory", misc::resident_set_memory),
+    ("available_parallelism", misc::available_parallelism),
+    ("uptime", misc::uptime),
+    ("sleep", misc::sleep),
+    ("gettimeofday", misc::gettimeofday),
+    ("exepath", misc::exepath),
+    ("get_total_memory", misc::get_total_memory),
+    ("get_free_memory", misc::get_free_memory),
+    ("loadavg", misc::loadavg),
+];
+
+/// Method name → module function, for the methods whose names differ from the module's.
+const METHODS: &[(&str, &str)] = &[
+    ("get_type", "handle_get_type"),
+    ("again", "timer_again"),
+    ("set_repeat", "timer_set_repeat"),
+    ("get_repeat", "timer_get_repeat"),
+    ("get_due_in", "timer_get_due_in"),
+    ("get_write_queue_size", "stream_get_write_queue_size"),
+    ("open", "tcp_open"),
+    ("bind", "tcp_bind"),
+    ("connect", "tcp_connect"),
+    ("nodelay", "tcp_nodelay"),
+    ("keepalive", "tcp_keepalive"),
+    ("simultaneous_accepts", "tcp_simultaneous_accepts"),
+    ("getsockname", "tcp_getsockname"),
+    ("getpeername", "tcp_getpeername"),
+    ("close_reset", "tcp_close_reset"),
+    ("write_queue_size", "tcp_write_queue_size"),
+    ("start_oneshot", "signal_start_oneshot"),
+];
+
+/// Module functions that are also methods under their own name.
+const SAME_NAME_METHODS: &[&str] = &[
+    "close",
+    "is_active",
+    "is_closing",
+    "ref",
+    "unref",
+    "has_ref",
+    "fileno",
+    "send_buffer_size",
+    "recv_buffer_size",
+    "listen",
+    "accept",
+    "read_start",
+    "read_stop",
+    "write",
+    "try_write",
+    "shutdown",
+    "is_readable",
+    "is_writable",
+];
+
+/// Builds the module table for a Lua state.
 #[cfg_attr(feature = "module", mlua::lua_module)]
-pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> { lua.create_table() }
+pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
+    let weak = lua.create_table()?;
+    let mt = lua.create_table()?;
+    mt.set("__mode", "v")?;
+    weak.set_metatable(Some(mt))?;
+    let st = State::new().map_err(|e| error::misuse(format!("luvrs: cannot create the poller: {e}")))?;
+    let core = Rc::new(Core { st: RefCell::new(st), garbage: RefCell::new(Vec::new()), weak });
+
+    let uv = lua.create_table()?;
+    for &(name, f) in FUNCTIONS {
+        uv.raw_set(name, export(lua, &core, name, f)?)?;
+    }
+
+    let methods = lua.create_table()?;
+    for &name in SAME_NAME_METHODS {
+        methods.raw_set(name, uv.raw_get::<LuaFunction>(name)?)?;
+    }
+    for &(method, name) in METHODS {
+        methods.raw_set(method, uv.raw_get::<LuaFunction>(name)?)?;
+    }
+    methods.raw_set("start", export(lua, &core, "start", m_start)?)?;
+    methods.raw_set("stop", export(lua, &core, "stop", m_stop)?)?;
+
+    let close_fn = uv.raw_get::<LuaFunction>("close")?;
+    lua.register_userdata_type::<Handle>(|reg| {
+        reg.add_meta_field("__index", methods);
+        reg.add_meta_method(LuaMetaMethod::ToString, |_, h, ()| {
+            Ok(format!("uv_{}_t: {:p}", h.kind.name(), h as *const Handle))
+        });
+        reg.add_meta_function(LuaMetaMethod::Close, move |_, (ud, _err): (LuaAnyUserData, LuaValue)| {
+            let closing = {
+                let h = ud.borrow::<Handle>()?;
+                let st = h.core.st()?;
+                st.slots[h.id].closing
+            };
+            if !closing {
+                close_fn.call::<()>(ud)?;
+            }
+            Ok(())
+        });
+    })?;
+    lua.register_userdata_type::<Req>(|reg| {
+        reg.add_meta_method(LuaMetaMethod::ToString, |_, r, ()| Ok(format!("uv_{}_t: {:p}", r.0, r as *const Req)));
+    })?;
+    let reqs = lua.create_table()?;
+    for kind in ["write", "connect", "shutdown", "udp_send"] {
+        reqs.raw_set(kind, lua.create_any_userdata(Req(kind))?)?;
+    }
+    lua.set_named_registry_value("luvrs.reqs", reqs)?;
+
+    uv.raw_set("luvrs_version", env!("CARGO_PKG_VERSION"))?;
+    Ok(uv)
+}

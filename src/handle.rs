@@ -1,0 +1,327 @@
+//! Handles: the userdata Lua holds, the loop-side slot behind it, and the functions every handle has
+//! (`close`, `is_active`, `ref`, `walk`, ...).
+
+use crate::args::Args;
+use crate::error::{fail, misuse};
+use crate::event_loop::{Core, State};
+use crate::stream::Stream;
+use crate::timer::Timer;
+use mlua::prelude::*;
+use std::rc::Rc;
+
+/// A handle type, with libuv's name and `uv_handle_type` number.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Async,
+    Check,
+    Idle,
+    Pipe,
+    Poll,
+    Prepare,
+    Process,
+    Tcp,
+    Timer,
+    Tty,
+    Udp,
+    Signal,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Async => "async",
+            Kind::Check => "check",
+            Kind::Idle => "idle",
+            Kind::Pipe => "pipe",
+            Kind::Poll => "poll",
+            Kind::Prepare => "prepare",
+            Kind::Process => "process",
+            Kind::Tcp => "tcp",
+            Kind::Timer => "timer",
+            Kind::Tty => "tty",
+            Kind::Udp => "udp",
+            Kind::Signal => "signal",
+        }
+    }
+
+    /// libuv's `uv_handle_type` value.
+    pub fn number(self) -> i64 {
+        match self {
+            Kind::Async => 1,
+            Kind::Check => 2,
+            Kind::Idle => 6,
+            Kind::Pipe => 7,
+            Kind::Poll => 8,
+            Kind::Prepare => 9,
+            Kind::Process => 10,
+            Kind::Tcp => 12,
+            Kind::Timer => 13,
+            Kind::Tty => 14,
+            Kind::Udp => 15,
+            Kind::Signal => 16,
+        }
+    }
+
+    /// How argument errors name the expected type, e.g. `uv_timer_t`.
+    pub fn type_label(self) -> &'static str {
+        match self {
+            Kind::Async => "uv_async_t",
+            Kind::Check => "uv_check_t",
+            Kind::Idle => "uv_idle_t",
+            Kind::Pipe => "uv_pipe_t",
+            Kind::Poll => "uv_poll_t",
+            Kind::Prepare => "uv_prepare_t",
+            Kind::Process => "uv_process_t",
+            Kind::Tcp => "uv_tcp_t",
+            Kind::Timer => "uv_timer_t",
+            Kind::Tty => "uv_tty_t",
+            Kind::Udp => "uv_udp_t",
+            Kind::Signal => "uv_signal_t",
+        }
+    }
+
+    pub fn is_stream(self) -> bool {
+        matches!(self, Kind::Tcp | Kind::Pipe | Kind::Tty)
+    }
+}
+
+/// What Lua holds: a slot number in the loop's table of handles. The slot lives exactly as long as
+/// this userdata; dropping it frees the slot (and closes the OS resource if `close` was never called).
+pub struct Handle {
+    pub id: usize,
+    pub kind: Kind,
+    pub core: Rc<Core>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // A collection can run inside any Lua allocation, also while the loop state is borrowed;
+        // then the slot is queued and freed at the next safe point instead.
+        match self.core.st.try_borrow_mut() {
+            Ok(mut st) => st.free_slot(self.id),
+            Err(_) => self.core.garbage.borrow_mut().push(self.id),
+        }
+    }
+}
+
+/// Type-specific state of a handle.
+pub enum Data {
+    Timer(Timer),
+    /// idle, prepare and check: only a callback.
+    Watcher(Option<LuaFunction>),
+    Stream(Box<Stream>),
+    Signal(crate::signal::Signal),
+}
+
+/// The loop-side state of one handle.
+pub struct Slot {
+    pub kind: Kind,
+    /// Creation order, for `walk`.
+    pub seq: u64,
+    pub active: bool,
+    pub refed: bool,
+    /// `close` was called.
+    pub closing: bool,
+    /// The close callback has run; the handle is dead but Lua may still hold it.
+    pub closed: bool,
+    /// Whether this handle is counted in `State::alive_handles` (active, referenced, not closing).
+    pub counted: bool,
+    /// Requests in flight (writes, connects, shutdowns) whose callbacks are still due.
+    pub reqs: u32,
+    /// A strong reference to the userdata while the handle must stay alive without Lua holding it:
+    /// active, with requests in flight, or closing.
+    pub ud: Option<LuaAnyUserData>,
+    pub close_cb: Option<LuaFunction>,
+    pub data: Data,
+}
+
+impl Slot {
+    pub fn stream(&mut self) -> &mut Stream {
+        match &mut self.data {
+            Data::Stream(s) => s,
+            _ => unreachable!("slot is not a stream"),
+        }
+    }
+
+    pub fn timer(&mut self) -> &mut Timer {
+        match &mut self.data {
+            Data::Timer(t) => t,
+            _ => unreachable!("slot is not a timer"),
+        }
+    }
+}
+
+/// Creates a handle of `kind` with `data` and returns its userdata.
+pub fn create(lua: &Lua, core: &Rc<Core>, kind: Kind, data: Data) -> LuaResult<LuaAnyUserData> {
+    let id = {
+        let mut st = core.st()?;
+        st.seq += 1;
+        let seq = st.seq;
+        st.slots.insert(Slot {
+            kind,
+            seq,
+            active: false,
+            refed: true,
+            closing: false,
+            closed: false,
+            counted: false,
+            reqs: 0,
+            ud: None,
+            close_cb: None,
+            data,
+        })
+    };
+    let ud = lua.create_any_userdata(Handle { id, kind, core: core.clone() })?;
+    core.weak.raw_set(id, &ud)?;
+    Ok(ud)
+}
+
+fn ok0() -> LuaResult<LuaMultiValue> {
+    Ok(LuaMultiValue::from_vec(vec![LuaValue::Integer(0)]))
+}
+
+fn one(v: impl IntoLua, lua: &Lua) -> LuaResult<LuaMultiValue> {
+    Ok(LuaMultiValue::from_vec(vec![v.into_lua(lua)?]))
+}
+
+pub fn close(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (ud, h) = a.any_handle(1)?;
+    let cb = a.opt_func(2)?;
+    let mut st = core.st()?;
+    if st.slots[h.id].closing {
+        return Err(misuse(format!("{}: handle {} is already closing", a.name, describe(&st, h.id))));
+    }
+    st.begin_close(h.id, &ud, cb);
+    drop(st);
+    let _ = lua;
+    Ok(LuaMultiValue::new())
+}
+
+fn describe(st: &State, id: usize) -> String {
+    format!("uv_{}_t#{}", st.slots[id].kind.name(), id)
+}
+
+pub fn is_active(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.any_handle(1)?;
+    let active = core.st()?.slots[h.id].active;
+    one(active, lua)
+}
+
+pub fn is_closing(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.any_handle(1)?;
+    let closing = core.st()?.slots[h.id].closing;
+    one(closing, lua)
+}
+
+pub fn ref_(_lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.any_handle(1)?;
+    let mut st = core.st()?;
+    st.slots[h.id].refed = true;
+    st.sync(h.id);
+    Ok(LuaMultiValue::new())
+}
+
+pub fn unref(_lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.any_handle(1)?;
+    let mut st = core.st()?;
+    st.slots[h.id].refed = false;
+    st.sync(h.id);
+    Ok(LuaMultiValue::new())
+}
+
+pub fn has_ref(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.any_handle(1)?;
+    let r = core.st()?.slots[h.id].refed;
+    one(r, lua)
+}
+
+pub fn get_type(lua: &Lua, _core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.any_handle(1)?;
+    Ok(LuaMultiValue::from_vec(vec![
+        LuaValue::String(lua.create_string(h.kind.name())?),
+        LuaValue::Integer(h.kind.number()),
+    ]))
+}
+
+/// The OS descriptor behind a handle, for `fileno` and the buffer-size calls.
+fn fd_of(st: &mut State, id: usize) -> Result<i32, i32> {
+    let slot = &mut st.slots[id];
+    if slot.closing {
+        return Err(libc::EBADF);
+    }
+    match &mut slot.data {
+        Data::Stream(s) => s.fd().ok_or(libc::EBADF),
+        _ => Err(libc::EINVAL),
+    }
+}
+
+pub fn fileno(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.any_handle(1)?;
+    let r = fd_of(&mut *core.st()?, h.id);
+    match r {
+        Ok(fd) => one(fd, lua),
+        Err(e) => fail(lua, e),
+    }
+}
+
+fn buffer_size(lua: &Lua, core: &Rc<Core>, a: &Args, opt: libc::c_int) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.any_handle(1)?;
+    let size = a.opt_int(2, 0)?;
+    let fd = match fd_of(&mut *core.st()?, h.id) {
+        Ok(fd) => fd,
+        Err(e) => return fail(lua, e),
+    };
+    if size == 0 {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: fd is an open socket owned by the handle; v and len are valid for writes.
+        let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut v as *mut libc::c_int).cast(), &mut len) };
+        if r != 0 {
+            return fail(lua, crate::error::errno_of(&std::io::Error::last_os_error()));
+        }
+        one(v as i64, lua)
+    } else {
+        let v = libc::c_int::try_from(size).map_err(|_| a.invalid(2, "size out of range"))?;
+        // SAFETY: fd is an open socket owned by the handle; v lives across the call.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return fail(lua, crate::error::errno_of(&std::io::Error::last_os_error()));
+        }
+        ok0()
+    }
+}
+
+pub fn send_buffer_size(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    buffer_size(lua, core, a, libc::SO_SNDBUF)
+}
+
+pub fn recv_buffer_size(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    buffer_size(lua, core, a, libc::SO_RCVBUF)
+}
+
+pub fn walk(_lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let cb = a.func(1)?;
+    let ids: Vec<usize> = {
+        let mut st = core.st()?;
+        st.collect_garbage(&core.garbage);
+        let mut v: Vec<(u64, usize)> =
+            st.slots.iter().filter(|(_, s)| !s.closed).map(|(id, s)| (s.seq, id)).collect();
+        v.sort_unstable();
+        v.into_iter().map(|(_, id)| id).collect()
+    };
+    for id in ids {
+        let ud: Option<LuaAnyUserData> = core.weak.raw_get(id)?;
+        if let Some(ud) = ud {
+            cb.call::<()>(ud)?;
+        }
+    }
+    Ok(LuaMultiValue::new())
+}

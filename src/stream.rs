@@ -1,0 +1,597 @@
+//! Streams (TCP now, pipes and TTYs later): listen/accept, reading, the write queue, shutdown, and the
+//! I/O dispatch the loop runs for a ready stream.
+
+use crate::args::Args;
+use crate::error::{errno_of, fail, name, Errno, UV_EOF};
+use crate::event_loop::{call, Core, Pending, State};
+use crate::handle::Kind;
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+use mlua::prelude::*;
+use socket2::Socket;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::rc::Rc;
+
+/// Reads per stream per loop iteration before others get a turn.
+const READS_PER_TURN: usize = 32;
+/// Connections accepted per listener per loop iteration.
+const ACCEPTS_PER_TURN: usize = 64;
+/// Buffers gathered into one writev.
+const IOV_PER_WRITE: usize = 64;
+
+/// One `write` call not yet fully handed to the kernel. The strings stay Lua strings: a 64 MiB
+/// write is not copied.
+pub struct WriteReq {
+    pub bufs: Vec<LuaString>,
+    /// The first buffer not fully written, and how much of it was.
+    pub idx: usize,
+    pub off: usize,
+    pub cb: Option<LuaFunction>,
+}
+
+#[derive(Default)]
+pub struct Stream {
+    pub sock: Option<Socket>,
+    /// The address family a TCP handle was created with, if any.
+    pub family: Option<socket2::Domain>,
+    /// In `State::io_ready`.
+    pub queued: bool,
+    /// Edge-triggered readiness seen and not yet used up.
+    pub rd_ready: bool,
+    pub wr_ready: bool,
+    /// The peer closed its side (or the socket failed): read until EOF, not just until a short read.
+    pub hup: bool,
+    /// libuv's UV_HANDLE_READABLE / UV_HANDLE_WRITABLE: connected, and not shut down that way.
+    pub readable: bool,
+    pub writable: bool,
+    pub reading: bool,
+    pub listening: bool,
+    pub read_cb: Option<LuaFunction>,
+    pub conn_cb: Option<LuaFunction>,
+    /// An accepted connection waiting for `accept`.
+    pub accepted: Option<Socket>,
+    /// Some while a connect is in flight, with its callback.
+    pub connecting: Option<Option<LuaFunction>>,
+    pub wq: VecDeque<WriteReq>,
+    pub wq_bytes: usize,
+    /// Some once `shutdown` was called until it is done, with its callback.
+    pub shutdown_req: Option<Option<LuaFunction>>,
+    /// An error from `bind` that libuv reports from `listen`/`connect` (EADDRINUSE).
+    pub delayed_error: Option<Errno>,
+}
+
+impl Stream {
+    pub fn fd(&self) -> Option<RawFd> {
+        self.sock.as_ref().map(|s| s.as_raw_fd())
+    }
+
+    /// Closes the descriptor and stops all I/O (requests are ended by the close phase).
+    pub fn shut(&mut self, poll: &mio::Poll) {
+        if let Some(sock) = self.sock.take() {
+            let _ = poll.registry().deregister(&mut SourceFd(&sock.as_raw_fd()));
+        }
+        self.accepted = None;
+        self.reading = false;
+        self.listening = false;
+        self.readable = false;
+        self.writable = false;
+    }
+
+    /// The callbacks of unfinished requests, in the order they were made.
+    pub fn cancel_requests(&mut self) -> Vec<Option<LuaFunction>> {
+        let mut cbs = Vec::new();
+        if let Some(cb) = self.connecting.take() {
+            cbs.push(cb);
+        }
+        cbs.extend(self.wq.drain(..).map(|r| r.cb));
+        self.wq_bytes = 0;
+        if let Some(cb) = self.shutdown_req.take() {
+            cbs.push(cb);
+        }
+        cbs
+    }
+
+    pub fn release_callbacks(&mut self) {
+        self.read_cb = None;
+        self.conn_cb = None;
+    }
+}
+
+/// Registers a new descriptor of handle `id` with the poller (both directions, edge-triggered,
+/// once for its lifetime).
+pub fn adopt(st: &mut State, id: usize, sock: Socket) -> io::Result<()> {
+    let fd = sock.as_raw_fd();
+    st.poll.registry().register(&mut SourceFd(&fd), Token(id), Interest::READABLE | Interest::WRITABLE)?;
+    st.slots[id].stream().sock = Some(sock);
+    Ok(())
+}
+
+/// The shared request object luvrs returns for writes, connects and shutdowns (luv returns a
+/// request userdata that programs only test for truth).
+pub fn req_object(lua: &Lua, kind: &'static str) -> LuaResult<LuaValue> {
+    let reqs: LuaTable = lua.named_registry_value("luvrs.reqs")?;
+    reqs.raw_get(kind)
+}
+
+fn ok0(lua: &Lua) -> LuaResult<LuaMultiValue> {
+    0.into_lua_multi(lua)
+}
+
+pub fn listen(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (ud, h) = a.stream(1)?;
+    let backlog = a.int(2)?;
+    let cb = a.func(3)?;
+    let mut st = core.st()?;
+    if st.slots[h.id].closing {
+        return fail(lua, libc::EINVAL);
+    }
+    if let Some(e) = st.slots[h.id].stream().delayed_error {
+        return fail(lua, e);
+    }
+    if st.slots[h.id].stream().sock.is_none() && h.kind == Kind::Tcp {
+        if let Err(e) = crate::tcp::ensure_socket(&mut st, h.id, socket2::Domain::IPV4) {
+            return fail(lua, e);
+        }
+    }
+    let s = st.slots[h.id].stream();
+    let Some(sock) = &s.sock else { return fail(lua, libc::EINVAL) };
+    if let Err(e) = sock.listen(backlog.clamp(1, i32::MAX as i64) as i32) {
+        return fail(lua, errno_of(&e));
+    }
+    s.listening = true;
+    s.conn_cb = Some(cb);
+    let ready = s.rd_ready;
+    st.set_active(h.id, &ud, true);
+    if ready {
+        st.queue_io(h.id);
+    }
+    ok0(lua)
+}
+
+pub fn accept(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, server) = a.stream(1)?;
+    let (_, client) = a.stream(2)?;
+    let mut st = core.st()?;
+    if st.slots[client.id].stream().sock.is_some() {
+        return fail(lua, libc::EBUSY);
+    }
+    let Some(sock) = st.slots[server.id].stream().accepted.take() else {
+        return fail(lua, libc::EAGAIN);
+    };
+    // The listener stopped accepting while this connection waited; let it go on.
+    if st.slots[server.id].stream().rd_ready {
+        st.queue_io(server.id);
+    }
+    let family = st.slots[server.id].stream().family;
+    if let Err(e) = adopt(&mut st, client.id, sock) {
+        return fail(lua, errno_of(&e));
+    }
+    let c = st.slots[client.id].stream();
+    c.family = family;
+    c.readable = true;
+    c.writable = true;
+    ok0(lua)
+}
+
+pub fn read_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (ud, h) = a.stream(1)?;
+    let cb = a.func(2)?;
+    let mut st = core.st()?;
+    if st.slots[h.id].closing {
+        return fail(lua, libc::EINVAL);
+    }
+    let s = st.slots[h.id].stream();
+    if !s.readable {
+        return fail(lua, libc::ENOTCONN);
+    }
+    s.reading = true;
+    s.read_cb = Some(cb);
+    let ready = s.rd_ready;
+    st.set_active(h.id, &ud, true);
+    if ready {
+        st.queue_io(h.id);
+    }
+    ok0(lua)
+}
+
+pub fn read_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (ud, h) = a.stream(1)?;
+    let mut st = core.st()?;
+    if st.slots[h.id].closing {
+        return ok0(lua);
+    }
+    let s = st.slots[h.id].stream();
+    s.reading = false;
+    s.read_cb = None;
+    let listening = s.listening;
+    st.set_active(h.id, &ud, listening);
+    ok0(lua)
+}
+
+/// The strings of a write: one string, or an array of strings.
+fn write_bufs(a: &Args, i: usize) -> LuaResult<Vec<LuaString>> {
+    match a.get(i) {
+        LuaValue::String(s) => Ok(vec![s.clone()]),
+        LuaValue::Table(t) => {
+            let n = t.raw_len();
+            let mut v = Vec::with_capacity(n);
+            for j in 1..=n {
+                match t.raw_get::<LuaValue>(j)? {
+                    LuaValue::String(s) => v.push(s),
+                    _ => return Err(a.invalid(i, &format!("table of strings expected, item {j} is not a string"))),
+                }
+            }
+            Ok(v)
+        }
+        _ => Err(a.bad(i, "string or table of strings")),
+    }
+}
+
+/// writev of `bufs` from buffer `idx`, byte `off`; MSG_NOSIGNAL so a closed peer gives EPIPE, not a signal.
+fn writev(sock: &Socket, bufs: &[LuaString], idx: usize, off: usize) -> io::Result<usize> {
+    let held: Vec<_> = bufs[idx..].iter().take(IOV_PER_WRITE).map(|b| b.as_bytes()).collect();
+    let slices: Vec<IoSlice> = held
+        .iter()
+        .enumerate()
+        .map(|(i, b)| IoSlice::new(if i == 0 { &b[off..] } else { &b[..] }))
+        .collect();
+    loop {
+        match sock.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Moves `(idx, off)` forward by `n` bytes; true when every buffer is written.
+fn advance(bufs: &[LuaString], idx: &mut usize, off: &mut usize, mut n: usize) -> bool {
+    while *idx < bufs.len() {
+        let left = bufs[*idx].as_bytes().len() - *off;
+        if n < left {
+            *off += n;
+            return false;
+        }
+        n -= left;
+        *idx += 1;
+        *off = 0;
+    }
+    true
+}
+
+pub fn write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (ud, h) = a.stream(1)?;
+    let bufs = write_bufs(a, 2)?;
+    let cb = a.opt_func(3)?;
+    let mut st = core.st()?;
+    if st.slots[h.id].closing {
+        return fail(lua, libc::EBADF);
+    }
+    let s = st.slots[h.id].stream();
+    let Some(sock) = &s.sock else { return fail(lua, libc::EBADF) };
+    if !s.writable {
+        return fail(lua, libc::EPIPE);
+    }
+    let total: usize = bufs.iter().map(|b| b.as_bytes().len()).sum();
+    let (mut idx, mut off, mut err) = (0, 0, None);
+    let mut done = total == 0;
+    if !done && s.wq.is_empty() {
+        match writev(sock, &bufs, 0, 0) {
+            Ok(n) => {
+                done = advance(&bufs, &mut idx, &mut off, n);
+                if !done {
+                    s.wr_ready = false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.wr_ready = false,
+            Err(e) => {
+                err = Some(errno_of(&e));
+                done = true;
+            }
+        }
+    }
+    if done {
+        st.pending.push_back(Pending { id: h.id, cb, err });
+    } else {
+        let queued: usize = total - bytes_before(&bufs, idx, off);
+        s.wq_bytes += queued;
+        s.wq.push_back(WriteReq { bufs, idx, off, cb });
+    }
+    st.req_start(h.id, &ud);
+    let req = req_object(lua, "write")?;
+    Ok(LuaMultiValue::from_vec(vec![req]))
+}
+
+fn bytes_before(bufs: &[LuaString], idx: usize, off: usize) -> usize {
+    bufs[..idx].iter().map(|b| b.as_bytes().len()).sum::<usize>() + off
+}
+
+pub fn try_write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.stream(1)?;
+    let bufs = write_bufs(a, 2)?;
+    let mut st = core.st()?;
+    if st.slots[h.id].closing {
+        return fail(lua, libc::EBADF);
+    }
+    let s = st.slots[h.id].stream();
+    let Some(sock) = &s.sock else { return fail(lua, libc::EBADF) };
+    if !s.writable {
+        return fail(lua, libc::EPIPE);
+    }
+    if !s.wq.is_empty() {
+        return fail(lua, libc::EAGAIN);
+    }
+    if bufs.iter().all(|b| b.as_bytes().is_empty()) {
+        return ok0(lua);
+    }
+    match writev(sock, &bufs, 0, 0) {
+        Ok(n) => (n as i64).into_lua_multi(lua),
+        Err(e) => {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                s.wr_ready = false;
+            }
+            fail(lua, errno_of(&e))
+        }
+    }
+}
+
+pub fn shutdown(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (ud, h) = a.stream(1)?;
+    let cb = a.opt_func(2)?;
+    let mut st = core.st()?;
+    if st.slots[h.id].closing {
+        return fail(lua, libc::ENOTCONN);
+    }
+    let s = st.slots[h.id].stream();
+    if s.sock.is_none() || !s.writable || s.shutdown_req.is_some() {
+        return fail(lua, libc::ENOTCONN);
+    }
+    s.writable = false;
+    s.shutdown_req = Some(cb);
+    st.req_start(h.id, &ud);
+    st.queue_io(h.id);
+    let req = req_object(lua, "shutdown")?;
+    Ok(LuaMultiValue::from_vec(vec![req]))
+}
+
+pub fn is_readable(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.stream(1)?;
+    let r = core.st()?.slots[h.id].stream().readable;
+    r.into_lua_multi(lua)
+}
+
+pub fn is_writable(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.stream(1)?;
+    let r = core.st()?.slots[h.id].stream().writable;
+    r.into_lua_multi(lua)
+}
+
+pub fn write_queue_size(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.stream(1)?;
+    let n = core.st()?.slots[h.id].stream().wq_bytes;
+    (n as i64).into_lua_multi(lua)
+}
+
+/// Hands queued writes to the kernel; returns the requests that finished, with their result.
+fn flush(s: &mut Stream) -> Vec<(Option<LuaFunction>, Option<Errno>)> {
+    let mut done = Vec::new();
+    let Some(sock) = &s.sock else { return done };
+    while let Some(req) = s.wq.front_mut() {
+        if req.idx >= req.bufs.len() {
+            let req = s.wq.pop_front().expect("front exists");
+            done.push((req.cb, None));
+            continue;
+        }
+        match writev(sock, &req.bufs, req.idx, req.off) {
+            Ok(n) => {
+                s.wq_bytes -= n;
+                let before = (req.idx, req.off);
+                let complete = advance(&req.bufs, &mut req.idx, &mut req.off, n);
+                if complete {
+                    let req = s.wq.pop_front().expect("front exists");
+                    done.push((req.cb, None));
+                } else if (req.idx, req.off) != before || n == 0 {
+                    // A short write: the kernel's buffer is full.
+                    s.wr_ready = false;
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                s.wr_ready = false;
+                break;
+            }
+            Err(e) => {
+                let code = errno_of(&e);
+                s.wq_bytes = 0;
+                done.extend(s.wq.drain(..).map(|r| (r.cb, Some(code))));
+                break;
+            }
+        }
+    }
+    done
+}
+
+enum ReadOutcome {
+    Data(LuaString),
+    Eof,
+    Error(Errno),
+}
+
+/// The I/O phase's work for one ready stream: finish a connect, flush writes, shut down,
+/// accept connections, read. Each callback runs with the state released.
+pub fn process(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
+    let _keep = core.st()?.slots[id].ud.clone();
+
+    // A connect in flight completes when the socket turns writable.
+    let connected = {
+        let mut st = core.st()?;
+        let s = st.slots[id].stream();
+        if s.connecting.is_some() && s.wr_ready {
+            let err = crate::tcp::connect_result(s);
+            let cb = s.connecting.take().flatten();
+            st.req_done(id);
+            Some((cb, err))
+        } else {
+            None
+        }
+    };
+    if let Some((cb, err)) = connected {
+        if let Some(cb) = cb {
+            call(core, &cb, err.map(name))?;
+        }
+    }
+
+    // Queued writes, then a shutdown waiting for them.
+    let (written, shut) = {
+        let mut st = core.st()?;
+        if st.slots[id].closing {
+            return Ok(());
+        }
+        let s = st.slots[id].stream();
+        let written = if s.wr_ready && !s.wq.is_empty() { flush(s) } else { Vec::new() };
+        let shut = if s.wq.is_empty() && s.connecting.is_none() {
+            s.shutdown_req.take().map(|cb| {
+                let r = s.sock.as_ref().map(|k| k.shutdown(std::net::Shutdown::Write));
+                let err = match r {
+                    Some(Ok(())) => None,
+                    Some(Err(e)) => Some(errno_of(&e)),
+                    None => Some(libc::ENOTCONN),
+                };
+                (cb, err)
+            })
+        } else {
+            None
+        };
+        for _ in 0..written.len() {
+            st.req_done(id);
+        }
+        if shut.is_some() {
+            st.req_done(id);
+        }
+        (written, shut)
+    };
+    for (cb, err) in written.into_iter().chain(shut) {
+        if let Some(cb) = cb {
+            call(core, &cb, err.map(name))?;
+        }
+    }
+
+    accept_ready(core, id)?;
+    read_ready(lua, core, id)
+}
+
+fn accept_ready(core: &Rc<Core>, id: usize) -> LuaResult<()> {
+    for _ in 0..ACCEPTS_PER_TURN {
+        let (cb, err) = {
+            let mut st = core.st()?;
+            let slot = &mut st.slots[id];
+            if slot.closing {
+                return Ok(());
+            }
+            let s = slot.stream();
+            if !s.listening || !s.rd_ready || s.accepted.is_some() {
+                return Ok(());
+            }
+            let Some(sock) = &s.sock else { return Ok(()) };
+            match accept4(sock.as_raw_fd()) {
+                Ok(c) => {
+                    s.accepted = Some(c);
+                    (s.conn_cb.clone(), None)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.rd_ready = false;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNABORTED)) => continue,
+                Err(e) => {
+                    // EMFILE and friends: report, and try again on the next turn.
+                    (s.conn_cb.clone(), Some(errno_of(&e)))
+                }
+            }
+        };
+        if let Some(cb) = cb {
+            call(core, &cb, err.map(name))?;
+        }
+        if err.is_some() {
+            return Ok(());
+        }
+    }
+    let mut st = core.st()?;
+    if st.slots.get(id).is_some_and(|s| !s.closing) {
+        st.queue_io(id);
+    }
+    Ok(())
+}
+
+fn accept4(fd: RawFd) -> io::Result<Socket> {
+    // SAFETY: fd is the listening socket this stream owns; null address pointers are allowed.
+    let c = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) };
+    if c < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    Ok(unsafe { Socket::from_raw_fd(c) })
+}
+
+fn read_ready(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
+    for _ in 0..READS_PER_TURN {
+        let (cb, outcome) = {
+            let mut st = core.st()?;
+            let State { slots, buf, .. } = &mut *st;
+            let slot = &mut slots[id];
+            if slot.closing {
+                return Ok(());
+            }
+            let s = slot.stream();
+            if !s.reading || !s.rd_ready {
+                return Ok(());
+            }
+            let Some(sock) = &s.sock else { return Ok(()) };
+            let r = (&*sock).read(buf);
+            let outcome = match r {
+                Ok(0) => ReadOutcome::Eof,
+                Ok(n) => {
+                    // A short read drained the socket; a new arrival brings a new edge. After a
+                    // hang-up no edge comes, so read on until EOF.
+                    if n < buf.len() && !s.hup {
+                        s.rd_ready = false;
+                    }
+                    ReadOutcome::Data(lua.create_string(&buf[..n])?)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.rd_ready = false;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => ReadOutcome::Error(errno_of(&e)),
+            };
+            let cb = s.read_cb.clone();
+            if !matches!(outcome, ReadOutcome::Data(_)) {
+                // libuv stops reading at EOF and on errors.
+                s.reading = false;
+                s.rd_ready = false;
+                s.read_cb = None;
+                if matches!(outcome, ReadOutcome::Eof) {
+                    s.readable = false;
+                }
+                let listening = s.listening;
+                slot.active = listening;
+                st.sync(id);
+            }
+            (cb, outcome)
+        };
+        let Some(cb) = cb else { continue };
+        match outcome {
+            ReadOutcome::Data(data) => call(core, &cb, (LuaValue::Nil, data))?,
+            ReadOutcome::Eof => call(core, &cb, ())?,
+            ReadOutcome::Error(e) => call(core, &cb, if e == UV_EOF { "EOF" } else { name(e) })?,
+        }
+    }
+    let mut st = core.st()?;
+    if st.slots.get_mut(id).is_some_and(|s| !s.closing && s.stream().reading && s.stream().rd_ready) {
+        st.queue_io(id);
+    }
+    Ok(())
+}
