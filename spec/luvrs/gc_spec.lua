@@ -1,0 +1,166 @@
+-- Memory and descriptor hygiene: open/close cycles leave the Lua heap, RSS and fd count flat;
+-- (luvrs) unreferenced never-started handles are collected and their sockets closed.
+local H = require "helper"
+local uv = H.uv
+
+local CYCLES = 10000
+
+-- H.fd_count formats the pid as given, and luv's os_getpid returns a float ("/proc/123.0/fd")
+local function fd_count()
+  if math.type(uv.os_getpid()) == "integer" then return H.fd_count() end
+  local p = io.popen("ls /proc/" .. math.tointeger(uv.os_getpid()) .. "/fd | wc -l")
+  local n = tonumber(p:read("*a"))
+  p:close()
+  return n - 1 -- the ls itself holds one through the pipe
+end
+
+local function full_gc()
+  collectgarbage()
+  collectgarbage()
+end
+
+-- One open/close cycle of each kind of handle, each closed and its close callback run.
+local function cycle()
+  local t = uv.new_timer()
+  t:start(1000, 0, function() end)
+  t:stop()
+  t:close()
+  local c = uv.new_tcp("inet")
+  c:close(function() end)
+  local i = uv.new_idle()
+  i:start(function() end)
+  i:close()
+  uv.run()
+end
+
+describe("gc", function()
+  -- busted insulates each spec file, so each file gets a fresh helper with its own guard timer; the
+  -- guards of earlier files stay stopped and unreferenced: close them so they are not counted as leaks
+  setup(function()
+    uv.walk(function(h)
+      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
+    end)
+    uv.run("nowait")
+  end)
+  after_each(H.after_each)
+
+  it(CYCLES .. " open/close cycles keep the Lua heap, RSS and fd count flat", function()
+    -- warm up: malloc arenas and internal tables reach their steady size within the first round
+    for _ = 1, CYCLES do cycle() end
+    full_gc()
+    local kb0, rss0, fds0 = collectgarbage("count"), H.rss(), fd_count()
+    assert.is_true(fds0 > 2, "fd count " .. fds0)
+    for _ = 1, CYCLES do cycle() end
+    full_gc()
+    local kb1, rss1, fds1 = collectgarbage("count"), H.rss(), fd_count()
+    assert.equal(fds0, fds1)
+    assert.is_true(kb1 - kb0 < 64, ("Lua heap grew by %.1f KiB"):format(kb1 - kb0))
+    -- 2 MiB over 10,000 cycles is ~200 bytes a cycle: less than one leaked handle per cycle
+    assert.is_true(rss1 - rss0 < 2 * 1024 * 1024, ("RSS grew by %.1f KiB"):format((rss1 - rss0) / 1024))
+  end)
+
+  it(CYCLES .. " connect/close cycles to a listening server keep the fd count flat", function()
+    local accepted = 0
+    local server, port = H.tcp_server(function(srv)
+      local c = uv.new_tcp()
+      srv:accept(c)
+      c:close()
+      accepted = accepted + 1
+    end)
+    local fds0 = fd_count()
+    local kb0
+    local n = CYCLES // 10 -- each connection leaves a TIME_WAIT entry: stay far from the port range
+    for i = 1, n do
+      local c = uv.new_tcp()
+      local done = false
+      c:connect("127.0.0.1", port, function() c:close(function() done = true end) end)
+      H.run_until(function() return done end)
+      if i == 100 then
+        full_gc()
+        kb0 = collectgarbage("count")
+      end
+    end
+    H.run_until(function() return accepted == n end)
+    full_gc()
+    assert.equal(fds0, fd_count())
+    local grew = collectgarbage("count") - kb0
+    assert.is_true(grew < 64, ("Lua heap grew by %.1f KiB"):format(grew))
+    server:close()
+    H.run()
+  end)
+
+  describe("unreferenced handles (luvrs)", function()
+    if H.impl ~= "luvrs" then
+      pending("luv keeps every handle until it is closed")
+      return
+    end
+
+    it("a never-started tcp handle that is no longer referenced is collected and its fd closed", function()
+      full_gc()
+      local fds0 = fd_count()
+      local weak = setmetatable({}, { __mode = "v" })
+      do
+        local t = uv.new_tcp()
+        assert.equal(0, t:bind("127.0.0.1", 0))
+        weak[1] = t
+      end
+      assert.equal(fds0 + 1, fd_count())
+      full_gc()
+      uv.run("nowait")
+      full_gc()
+      assert.is_nil(weak[1])
+      assert.equal(fds0, fd_count())
+      local seen = 0
+      uv.walk(function(h) if h ~= H.guard then seen = seen + 1 end end)
+      assert.equal(0, seen)
+    end)
+
+    it("a never-started timer that is no longer referenced is collected", function()
+      local weak = setmetatable({}, { __mode = "v" })
+      weak[1] = uv.new_timer()
+      full_gc()
+      uv.run("nowait")
+      full_gc()
+      assert.is_nil(weak[1])
+    end)
+
+    it("a started handle is kept alive by the loop even when Lua drops it", function()
+      local weak = setmetatable({}, { __mode = "v" })
+      local fired = false
+      do
+        local t = uv.new_timer()
+        t:start(10, 0, function() fired = true end)
+        weak[1] = t
+      end
+      full_gc()
+      assert.is_not_nil(weak[1])
+      H.run()
+      assert.is_true(fired)
+      weak[1]:close()
+      H.run()
+    end)
+
+    it(CYCLES .. " dropped never-started tcp handles leave the fd count, heap and RSS flat", function()
+      full_gc()
+      for _ = 1, 1000 do uv.new_tcp("inet") end
+      full_gc()
+      uv.run("nowait")
+      full_gc()
+      local kb0, rss0, fds0 = collectgarbage("count"), H.rss(), fd_count()
+      for i = 1, CYCLES do
+        uv.new_tcp("inet")
+        if i % 500 == 0 then
+          full_gc()
+          uv.run("nowait")
+        end
+      end
+      full_gc()
+      uv.run("nowait")
+      full_gc()
+      assert.equal(fds0, fd_count())
+      local kb1, rss1 = collectgarbage("count"), H.rss()
+      assert.is_true(kb1 - kb0 < 64, ("Lua heap grew by %.1f KiB"):format(kb1 - kb0))
+      assert.is_true(rss1 - rss0 < 2 * 1024 * 1024, ("RSS grew by %.1f KiB"):format((rss1 - rss0) / 1024))
+    end)
+  end)
+end)
