@@ -158,7 +158,10 @@ local function close_handle(h)
   if h and not h:is_closing() then h:close() end
 end
 
+-- Timers count from the loop's cached time, which can lag behind when earlier callbacks in the same
+-- iteration took long; refreshing it first keeps sleeps and timeouts from ending early.
 local function new_timer(ms, cb)
+  U().update_time()
   local t = U().new_timer()
   t:start(ms, 0, cb)
   return t
@@ -544,6 +547,7 @@ local function read_op(s, fname, try)
   local timer
   if ms > 0 then
     timer = timer_of(s, "rtimer")
+    U().update_time()
     timer:start(ms, 0, function()
       if s.reader == op then s.reader = nil end
       finish(op, nil, "timeout")
