@@ -30,11 +30,37 @@ end
 function M.parse(header)
   local out = {}
   if not header then return out end
-  for part in header:gmatch("[^;]+") do
-    local k, v = part:match("^([^=]*)=(.*)$")
-    if not k then k, v = "", part end
-    k, v = trim(k), trim(v)
-    if (k ~= "" or v ~= "") and out[k] == nil then out[k] = unquote(v) end
+  local pos, n = 1, #header
+  while pos <= n do
+    local k_end = header:find("[=;]", pos)
+    local key, value
+    if not k_end or header:sub(k_end, k_end) == ";" then
+      -- A bare value without '=' is kept under the empty name, as browsers do.
+      local stop = k_end or (n + 1)
+      key, value = "", header:sub(pos, stop - 1)
+      pos = stop + 1
+    else
+      key = header:sub(pos, k_end - 1)
+      local vstart = header:find("[^ \t]", k_end + 1) or (n + 1)
+      if header:sub(vstart, vstart) == '"' then
+        -- A quoted value may hold ';': find the closing quote, skipping escaped characters.
+        local j = vstart + 1
+        while j <= n do
+          local c = header:sub(j, j)
+          if c == "\\" then j = j + 2
+          elseif c == '"' then break
+          else j = j + 1 end
+        end
+        value = header:sub(vstart, j)
+        pos = (header:find(";", j + 1, true) or n) + 1
+      else
+        local stop = header:find(";", k_end + 1, true) or (n + 1)
+        value = header:sub(k_end + 1, stop - 1)
+        pos = stop + 1
+      end
+    end
+    key, value = trim(key), trim(value)
+    if (key ~= "" or value ~= "") and out[key] == nil then out[key] = unquote(value) end
   end
   return out
 end

@@ -14,11 +14,6 @@ local M = {}
 
 local WAIT = setmetatable({}, { __name = "lasgi.testclient.WAIT" })
 
-local function traceback(e)
-  if type(e) == "table" then return e end
-  return debug.traceback(tostring(e), 2)
-end
-
 -- Runner: one app call in one coroutine --------------------------------------------------------------
 
 local Runner = { __name = "lasgi.testclient.Runner" }
@@ -47,7 +42,11 @@ local function new_runner(app, scope, validate)
     return true
   end
   r.co = coroutine.create(function()
-    local ok, err = xpcall(app, traceback, scope, r.receive, r.send)
+    -- The error is raised again unchanged (so tests can compare it); the traceback is kept beside it.
+    local ok, err = xpcall(app, function(e)
+      r.traceback = debug.traceback(tostring(e), 2)
+      return e
+    end, scope, r.receive, r.send)
     r.done = true
     if not ok then r.err = err end
   end)
@@ -253,12 +252,21 @@ local function header_list(u, opts, defaults, jar, extra)
   h:set("user-agent", "testclient")
   h:set("accept", "*/*")
   for name, value in datastructures.headers(defaults):items() do h:set(name, value) end
-  local explicit = datastructures.headers(opts.headers)
+  -- In a map of headers, `false` means "do not send this header at all".
+  local given, dropped = opts.headers, {}
+  if type(given) == "table" and given[1] == nil then
+    given = {}
+    for k, v in pairs(opts.headers) do
+      if v == false then dropped[k:lower()] = true else given[k] = v end
+    end
+  end
+  local explicit = datastructures.headers(given)
   for _, name in ipairs(explicit:keys()) do h:remove(name) end
   for name, value in explicit:items() do h:add(name, value) end
   for name, value in pairs(extra or {}) do
     if not explicit:has(name) then h:set(name, value) end
   end
+  for name in pairs(dropped) do h:remove(name) end
   local jar_cookies = shallow(jar)
   for k, v in pairs(opts.cookies or {}) do jar_cookies[k] = v end
   if next(jar_cookies) and not explicit:has("cookie") then
@@ -292,6 +300,7 @@ end
 ---Sends one request and returns a TestResponse. opts: headers, params (query, map or list of pairs),
 ---content (string body), json (value), data (form fields: urlencoded, or multipart when files are given),
 ---files (map name -> { filename, content, content_type } or a list of { name, spec }), cookies (extra),
+---headers (map or list of pairs; in a map, false drops a default header such as content-length),
 ---chunk_size (split the body into several http.request events), follow_redirects.
 ---@param method string
 ---@param url string
@@ -379,7 +388,7 @@ function TestClient:send_once(method, url, opts)
       resp.status, resp.headers = 500, datastructures.headers({ { "content-type", "text/plain; charset=utf-8" } })
       resp.chunks = { "Internal Server Error" }
     end
-    resp.error = r.err
+    resp.error, resp.traceback = r.err, r.traceback
   elseif not started then
     error("TestClient: the app returned without starting a response", 0)
   elseif r.http_state ~= "done" then
