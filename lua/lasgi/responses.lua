@@ -213,7 +213,8 @@ local FileResponse = class("lasgi.FileResponse", Response)
 M.FileResponse = FileResponse
 FileResponse.chunk_size = 64 * 1024
 
----Size, modification time (nil when no loop module offers fs_stat) and kind of a file; nil if absent.
+---Size, modification time and kind ("file", "directory") of a path; nil if absent. Uses the loop's
+---fs_stat when it has one; else io.open + seek for the size, and no mtime (so no ETag/Last-Modified).
 ---@param path string
 ---@return table|nil
 function M.stat(path)
@@ -225,10 +226,15 @@ function M.stat(path)
   end
   local f = io.open(path, "rb")
   if not f then return nil end
+  -- Reading from a directory fails with EISDIR (21): that is how a directory is told apart here.
+  local probe, _, code = f:read(0)
+  if probe == nil and code == 21 then
+    f:close()
+    return { size = 0, type = "directory" }
+  end
   local size = f:seek("end")
   f:close()
-  if not size then return { size = 0, type = "directory" } end
-  return { size = size, type = "file" }
+  return { size = size or 0, type = "file" }
 end
 
 ---A response that sends a file: Content-Type from the name, Content-Length, ETag and Last-Modified

@@ -3,8 +3,8 @@
 -- Refused (404): a ".." or "." segment (scope.path is already percent-decoded, so "%2e%2e" arrives as ".."),
 -- encoded slashes or backslashes in raw_path ("%2f", "%5c"), a backslash or NUL in the path, and any path
 -- whose real path (symlinks resolved with the loop's uv.fs_realpath) lies outside the directory's real path.
--- Without uv.fs_realpath symlinks cannot be resolved: StaticFiles then refuses to start unless
--- follow_symlink = true is given explicitly.
+-- Without uv.fs_realpath (luv has it; luvrs may not yet) symlinks cannot be resolved in pure Lua: StaticFiles
+-- then refuses to serve unless follow_symlink = true or a `realpath` function is given explicitly.
 local responses = require "lasgi.responses"
 local routing = require "lasgi.routing"
 local exceptions = require "lasgi.exceptions"
@@ -16,37 +16,47 @@ local StaticFiles = { __name = "lasgi.StaticFiles" }
 StaticFiles.__index = StaticFiles
 M.StaticFiles = StaticFiles
 
-local function realpath(path)
-  local uv = loop.get()
-  return uv.fs_realpath(path)
-end
-
 ---Creates the app. opts: directory (required), html (false: serve index.html for directories and
 ---404.html for misses), follow_symlink (false: a symlink may point anywhere inside the directory, never
----outside; true: symlinks are not checked), check_dir (true: the directory must exist now).
+---outside; true: symlinks are not checked), check_dir (true: the directory must exist now),
+---realpath (function(path) -> resolved path or nil; default the loop's uv.fs_realpath).
+---The loop module is looked up on the first request, when the server has loaded it.
 ---@param opts table
 ---@return table
 function M.new(opts)
   if type(opts) ~= "table" or type(opts.directory) ~= "string" then
     error("StaticFiles: argument 'opts.directory' must be a string", 2)
   end
-  local uv = loop.get()
-  local can_resolve = uv ~= nil and uv.fs_realpath ~= nil
-  if not can_resolve and not opts.follow_symlink then
-    error("StaticFiles: no loop module with fs_realpath to resolve symlinks; pass follow_symlink = true "
-      .. "to serve without that check", 2)
+  if opts.realpath ~= nil and type(opts.realpath) ~= "function" then
+    error("StaticFiles: argument 'opts.realpath' must be a function", 2)
   end
-  local self = setmetatable({ directory = opts.directory:gsub("/+$", ""), html = opts.html == true,
-                              follow_symlink = opts.follow_symlink == true, can_resolve = can_resolve }, StaticFiles)
-  if self.directory == "" then self.directory = "/" end
-  if can_resolve then
-    local real = realpath(self.directory)
-    if not real and opts.check_dir ~= false then
-      error("StaticFiles: directory does not exist: " .. opts.directory, 2)
+  local dir = opts.directory:gsub("/+$", "")
+  if dir == "" then dir = "/" end
+  if opts.check_dir ~= false then
+    local f = io.open(dir, "r")
+    if not f then error("StaticFiles: directory does not exist: " .. opts.directory, 2) end
+    f:close()
+  end
+  return setmetatable({ directory = dir, html = opts.html == true, follow_symlink = opts.follow_symlink == true,
+                        realpath = opts.realpath }, StaticFiles)
+end
+
+-- Resolves the directory once, on the first request (the server's loop module is loaded by then).
+function StaticFiles:init()
+  if self.ready then return end
+  if not self.follow_symlink then
+    if not self.realpath then
+      local uv = loop.get()
+      if not (uv and uv.fs_realpath) then
+        error("StaticFiles: the loop module has no fs_realpath to resolve symlinks; pass follow_symlink = true "
+          .. "(or a realpath function) to serve without that check", 0)
+      end
+      self.realpath = function(p) return (uv.fs_realpath(p)) end
     end
-    self.root_real = real
+    self.root_real = self.realpath(self.directory)
+    if not self.root_real then error("StaticFiles: directory does not exist: " .. self.directory, 0) end
   end
-  return self
+  self.ready = true
 end
 
 -- Returns the list of path segments, or nil when the path tries to leave the directory.
@@ -70,8 +80,8 @@ function StaticFiles:lookup(rel)
   local full = self.directory .. (rel ~= "" and ("/" .. rel) or "")
   local st = responses.stat(full)
   if not st then return nil end
-  if not self.follow_symlink and self.can_resolve then
-    local real = realpath(full)
+  if not self.follow_symlink then
+    local real = self.realpath(full)
     local root = self.root_real
     if not real or not root then return nil end
     local prefix = root:sub(-1) == "/" and root or (root .. "/")
@@ -97,6 +107,7 @@ end
 
 function StaticFiles:__call(scope, receive, send)
   if scope.type ~= "http" then error("StaticFiles: only http scopes are served", 0) end
+  self:init()
   if scope.method ~= "GET" and scope.method ~= "HEAD" then
     if scope.app then error(exceptions.http(405, nil, { { "allow", "GET, HEAD" } }), 0) end
     return respond(scope, receive, send, responses.text("Method Not Allowed", 405, { { "allow", "GET, HEAD" } }))
