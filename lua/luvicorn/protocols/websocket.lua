@@ -716,7 +716,9 @@ function P:check_timeout(now_ms)
     d.pong = nil
     if not self.final then self.final = { code = frames.INTERNAL_ERROR, reason = "keepalive ping timeout" } end
     log(self, "info", ("%s - WebSocket keepalive ping timeout"):format(self.peer))
-    send_close(self, frames.INTERNAL_ERROR, "keepalive ping timeout", false)
+    send_close(self, frames.INTERNAL_ERROR, "keepalive ping timeout", true)
+    -- An unresponsive peer may never take what is queued: a flushing close could wait forever.
+    close_transport(self, queue_size(self) > 0)
     return true
   end
   if d.ping and now_ms >= d.ping then
@@ -776,6 +778,12 @@ function P:shutdown(code, timeout)
   if self.state == "open" then
     send_close(self, code, "", true, timeout and timeout * 1000)
   end
+end
+
+---A WebSocket connection is never idle for the server's keep-alive bookkeeping: it ends by its own rules.
+---@return boolean
+function P:is_idle()
+  return false
 end
 
 ---True once the connection is fully closed.
