@@ -780,10 +780,11 @@ function P:shutdown(code, timeout)
   end
 end
 
----A WebSocket connection is never idle for the server's keep-alive bookkeeping: it ends by its own rules.
+---A WebSocket connection is never idle for the server's keep-alive bookkeeping (it ends by its own rules)
+---until it has closed.
 ---@return boolean
 function P:is_idle()
-  return false
+  return self.state == "closed"
 end
 
 ---True once the connection is fully closed.
