@@ -1,0 +1,470 @@
+--- The server: listening sockets, accepted connections and their transports, timeouts, limits,
+--- lifespan, and graceful shutdown on SIGINT/SIGTERM. The HTTP itself is luvicorn.protocols.http.
+---@class luvicorn.server
+local M = {}
+
+local http = require("luvicorn.protocols.http")
+local parsers = require("luvicorn.parsers")
+local logging = require("luvicorn.logging")
+local lifespan_mod = require("luvicorn.lifespan")
+local loop_choice = require("luvicorn.loop_choice")
+
+local concat, sub, type, pairs = table.concat, string.sub, type, pairs
+
+local Server = {}
+Server.__index = Server
+Server.__name = "luvicorn.Server"
+
+local Conn = {}
+Conn.__index = Conn
+Conn.__name = "luvicorn.Connection"
+
+local CORE = { "new_tcp", "tcp_bind", "listen", "accept", "read_start", "read_stop", "write", "shutdown",
+  "close", "new_timer", "timer_start", "now", "hrtime", "run", "stop", "walk" }
+
+---Creates a server for `app` with `config` (a table from luvicorn.config).
+---@param app any LASGI app
+---@param config table
+---@param log? table logger
+---@return table server
+function M.new(app, config, log)
+  if app == nil then error("luvicorn.server.new: argument 'app' is required", 2) end
+  if type(config) ~= "table" then error("luvicorn.server.new: argument 'config' must be a table", 2) end
+  return setmetatable({
+    app = app,
+    config = config,
+    log = log or logging.new({ level = config.log_level, access_log = config.access_log }),
+    conns = {},
+    nconns = 0,
+    listeners = {},
+    exit_code = 0,
+  }, Server)
+end
+
+---------------------------------------------------------------------------------------------------
+-- Transport: one per connection.
+
+function Conn:write(data)
+  if self.closing then return end
+  local stream = self.stream
+  local try_write = self.uv_try_write
+  if try_write and stream:get_write_queue_size() == 0 then
+    -- most responses fit in the socket buffer: a synchronous write needs no request and no callback
+    local n, err, code = try_write(stream, data)
+    if n then
+      local total
+      if type(data) == "string" then
+        total = #data
+      else
+        total = 0
+        for i = 1, #data do total = total + #data[i] end
+      end
+      if n == total then return end
+      if type(data) ~= "string" then data = concat(data) end
+      data = sub(data, n + 1)
+    elseif code ~= "EAGAIN" and not (err and err:find("EAGAIN", 1, true)) then
+      return self:abort(err)
+    end
+  end
+  local ok, err = stream:write(data, self.on_write)
+  if not ok then self:abort(err) end
+end
+
+function Conn:get_write_queue_size()
+  if self.closing then return 0 end
+  return self.stream:get_write_queue_size()
+end
+
+function Conn:pause_reading()
+  if not self.closing and self.reading then
+    self.reading = false
+    self.stream:read_stop()
+  end
+end
+
+function Conn:resume_reading()
+  if not self.closing and not self.reading and not self.eof then
+    self.reading = true
+    self.stream:read_start(self.on_read)
+  end
+end
+
+-- Graceful: flush what is queued, send FIN, then close (a bare close could reset the connection and
+-- lose the last response when unread request bytes are left in the kernel).
+function Conn:close()
+  if self.closing then return end
+  self.closing = true
+  self.close_deadline = self.server.uv.now() + 5000
+  local stream = self.stream
+  if self.reading then stream:read_stop(); self.reading = false end
+  local ok = stream:shutdown(self.on_shutdown)
+  if not ok then self:abort() end
+end
+
+function Conn:abort(err)
+  if self.closed then return end
+  self.closed = true
+  self.closing = true
+  self.abort_error = err
+  local stream = self.stream
+  if not stream:is_closing() then stream:close(self.on_close) end
+end
+
+local function conn_sendfile(self, path, offset, length, cb)
+  local ok, err = self.server.uv.sendfile(self.stream, path, offset, length, function(e) cb(e) end)
+  if not ok then cb(err or "EIO") end
+end
+
+---------------------------------------------------------------------------------------------------
+
+local function addr_str(host, port)
+  if host:find(":", 1, true) then return ("[%s]:%d"):format(host, port) end
+  return ("%s:%d"):format(host, port)
+end
+
+function Server:on_connection(listener)
+  local uv = self.uv
+  local stream = listener.kind == "pipe" and uv.new_pipe(false) or uv.new_tcp()
+  local ok, err = listener.handle:accept(stream)
+  if not ok then
+    stream:close()
+    self.log:warning("accept failed: " .. tostring(err))
+    return
+  end
+  if self.shutting_down then
+    stream:close()
+    return
+  end
+  local client, server_addr
+  if listener.kind == "tcp" then
+    if stream.nodelay then stream:nodelay(true) end
+    local peer = stream:getpeername()
+    if peer then client = { peer.ip, peer.port } end
+    server_addr = listener.addr
+  else
+    server_addr = listener.addr
+  end
+  local conn = setmetatable({ server = self, stream = stream, reading = true, uv_try_write = uv.try_write }, Conn)
+  if uv.sendfile then conn.sendfile = conn_sendfile end
+  local proto = http.new(self.ctx, conn, client, server_addr)
+  conn.proto = proto
+  conn.on_read = function(rerr, data)
+    if data then
+      conn.proto:data_received(data)
+    elseif rerr then
+      conn:abort(rerr)
+    else
+      conn.eof = true
+      conn.reading = false
+      conn.proto:eof_received()
+    end
+  end
+  conn.on_write = function(werr)
+    if werr then return end
+    local p = conn.proto
+    if p.want_drain and not conn.closing and stream:get_write_queue_size() <= http.LOW_WATER then p:drained() end
+  end
+  conn.on_shutdown = function()
+    if not stream:is_closing() then
+      conn.closed = true
+      stream:close(conn.on_close)
+    end
+  end
+  conn.on_close = function()
+    self.conns[conn] = nil
+    self.nconns = self.nconns - 1
+    self.ctx.connections = self.nconns
+    conn.proto:connection_lost(conn.abort_error)
+    if self.shutting_down and self.nconns == 0 then self:finish_shutdown() end
+  end
+  self.conns[conn] = true
+  self.nconns = self.nconns + 1
+  self.ctx.connections = self.nconns
+  stream:read_start(conn.on_read)
+end
+
+function Server:listen()
+  local uv, config, log = self.uv, self.config, self.log
+  local function on_conn_for(listener)
+    return function(err)
+      if err then
+        log:error("listen error: " .. tostring(err))
+        return
+      end
+      self:on_connection(listener)
+    end
+  end
+  if config.fd then
+    local kind = uv.guess_handle and uv.guess_handle(config.fd) or "tcp"
+    local handle, ok, err
+    if kind == "pipe" then
+      loop_choice.require_functions(uv, { "new_pipe", "pipe_open" }, "--fd with a UNIX socket")
+      handle = uv.new_pipe(false)
+      ok, err = handle:open(config.fd)
+    else
+      loop_choice.require_functions(uv, { "tcp_open" }, "--fd")
+      handle = uv.new_tcp()
+      ok, err = handle:open(config.fd)
+      kind = "tcp"
+    end
+    if not ok then return nil, ("cannot use file descriptor %d: %s"):format(config.fd, tostring(err)) end
+    local listener = { handle = handle, kind = kind }
+    if kind == "tcp" then
+      local name = handle:getsockname()
+      listener.addr = name and { name.ip, name.port }
+    end
+    ok, err = handle:listen(config.backlog, on_conn_for(listener))
+    if not ok then return nil, ("cannot listen on file descriptor %d: %s"):format(config.fd, tostring(err)) end
+    self.listeners[#self.listeners + 1] = listener
+    log:info(("Luvicorn running on socket fd %d (Press CTRL+C to quit)"):format(config.fd))
+    return true
+  end
+  if config.uds then
+    loop_choice.require_functions(uv, { "new_pipe", "pipe_bind" }, "--uds")
+    local handle = uv.new_pipe(false)
+    local st = uv.fs_stat and uv.fs_stat(config.uds)
+    if st and st.type == "socket" then os.remove(config.uds) end
+    local ok, err = handle:bind(config.uds)
+    if not ok then handle:close(); return nil, ("cannot bind %s: %s"):format(config.uds, tostring(err)) end
+    if uv.fs_chmod then uv.fs_chmod(config.uds, tonumber("666", 8)) end
+    local listener = { handle = handle, kind = "pipe", addr = { config.uds, nil }, path = config.uds }
+    ok, err = handle:listen(config.backlog, on_conn_for(listener))
+    if not ok then handle:close(); return nil, ("cannot listen on %s: %s"):format(config.uds, tostring(err)) end
+    self.listeners[#self.listeners + 1] = listener
+    log:info(("Luvicorn running on unix socket %s (Press CTRL+C to quit)"):format(config.uds))
+    return true
+  end
+  local host = config.host
+  if not host:match("^[%d%.]+$") and not host:find(":", 1, true) then
+    -- a name: resolve it once, synchronously, before serving
+    local res = uv.getaddrinfo and uv.getaddrinfo(host, nil, { socktype = "stream" })
+    if not res or not res[1] then return nil, "cannot resolve host " .. host end
+    host = res[1].addr
+  end
+  local handle = uv.new_tcp()
+  local ok, err = handle:bind(host, config.port)
+  if not ok then
+    handle:close()
+    return nil, ("cannot bind %s: %s"):format(addr_str(host, config.port), tostring(err))
+  end
+  local listener = { handle = handle, kind = "tcp" }
+  ok, err = handle:listen(config.backlog, on_conn_for(listener))
+  if not ok then
+    handle:close()
+    return nil, ("cannot listen on %s: %s"):format(addr_str(host, config.port), tostring(err))
+  end
+  local name = handle:getsockname()
+  listener.addr = { name.ip, name.port }
+  self.listeners[#self.listeners + 1] = listener
+  self.bound = listener.addr
+  log:info(("Luvicorn running on http://%s (Press CTRL+C to quit)"):format(addr_str(name.ip, name.port)))
+  return true
+end
+
+function Server:close_listeners()
+  for _, l in ipairs(self.listeners) do
+    if not l.handle:is_closing() then l.handle:close() end
+    if l.path then os.remove(l.path) end
+  end
+  self.listeners = {}
+end
+
+---Stops accepting, closes idle connections, lets busy ones finish (bounded by
+-----timeout-graceful-shutdown), then runs lifespan shutdown and stops the loop.
+function Server:begin_shutdown()
+  if self.shutting_down then return end
+  self.shutting_down = true
+  self.ctx.shutting_down = true
+  self.log:info("Shutting down")
+  self:close_listeners()
+  for conn in pairs(self.conns) do
+    if not conn.closing then conn.proto:shutdown() end
+  end
+  local t = self.config.timeout_graceful_shutdown
+  if self.nconns > 0 and t then
+    self.graceful_timer = self.uv.new_timer()
+    self.graceful_timer:start(math.floor(t * 1000), 0, function()
+      if self.nconns > 0 then
+        self.log:warning("Cancel " .. self.nconns .. " running connection(s) at the graceful shutdown timeout")
+      end
+      for conn in pairs(self.conns) do conn:abort() end
+    end)
+  end
+  if self.nconns == 0 then self:finish_shutdown() end
+end
+
+function Server:finish_shutdown()
+  if self.finishing then return end
+  self.finishing = true
+  local function done()
+    self.log:info("Finished server process [" .. self.pid .. "]")
+    self:close_own_handles()
+  end
+  if self.lifespan and not self.lifespan.unsupported then
+    self.log:info("Waiting for application shutdown.")
+    self.lifespan:shutdown(function(ok, msg)
+      if ok then
+        self.log:info("Application shutdown complete.")
+      else
+        self.log:error("Application shutdown failed. " .. tostring(msg or ""))
+        self.exit_code = 3
+      end
+      done()
+    end)
+  else
+    done()
+  end
+end
+
+function Server:close_own_handles()
+  for _, name in ipairs({ "sweeper", "graceful_timer", "sigint", "sigterm", "max_timer" }) do
+    local h = self[name]
+    if h and not h:is_closing() then h:close() end
+  end
+  self.log:flush()
+  self.uv.stop()
+end
+
+function Server:force_exit()
+  self.log:warning("Second signal: exiting at once")
+  for conn in pairs(self.conns) do conn:abort() end
+  self.log:flush()
+  self.exit_code = 1
+  self.forced = true
+  self:close_listeners()
+  self:close_own_handles()
+end
+
+function Server:sweep()
+  local now = self.uv.now()
+  for conn in pairs(self.conns) do
+    if conn.closing then
+      if not conn.closed and conn.close_deadline and now >= conn.close_deadline then conn:abort() end
+    else
+      conn.proto:check_timeout(now)
+    end
+  end
+  self.log:flush()
+end
+
+local function run_until(uv, cond)
+  while not cond() do
+    if not uv.loop_alive() then return false end
+    uv.run("once")
+  end
+  return true
+end
+
+---Runs the server until it is shut down. Returns the process exit code: 0 after a graceful shutdown,
+---1 after a forced one (second signal), 3 for a startup failure.
+---@return integer
+function Server:run()
+  local config, log = self.config, self.log
+  local ok, uv = pcall(loop_choice.use, config.loop)
+  if not ok then
+    log:error(tostring(uv))
+    return 3
+  end
+  self.uv = uv
+  local okf, ferr = pcall(loop_choice.require_functions, uv, CORE, "the server")
+  if okf then
+    okf, ferr = pcall(loop_choice.require_functions, uv, { "new_signal", "signal_start" },
+      "graceful shutdown on SIGINT/SIGTERM")
+  end
+  if not okf then
+    log:error(tostring(ferr))
+    return 3
+  end
+  self.pid = uv.os_getpid and (math.tointeger(uv.os_getpid()) or uv.os_getpid()) or "?"
+  local parser, note = parsers.choose(config.http, uv)
+  if note and config.http == "native" then log:debug(note) end
+  log:info("Started server process [" .. self.pid .. "]")
+
+  self.lifespan = lifespan_mod.new(self.app, config.lifespan, log)
+  local started, start_ok, start_msg = false, nil, nil
+  if config.lifespan ~= "off" then log:info("Waiting for application startup.") end
+  self.lifespan:startup(function(sok, msg) started, start_ok, start_msg = true, sok, msg end)
+  if not run_until(uv, function() return started end) then
+    log:error("Application startup is waiting on nothing (no pending I/O): giving up.")
+    return 3
+  end
+  if not start_ok then
+    log:error("Application startup failed. Exiting. " .. tostring(start_msg or ""))
+    return 3
+  end
+  if config.lifespan ~= "off" and not self.lifespan.unsupported then log:info("Application startup complete.") end
+
+  self.ctx = http.context({
+    app = self.app,
+    parse_head = parser.parse_head,
+    log = log,
+    clock = uv.now,
+    time = os.time,
+    hrtime = uv.hrtime,
+    max_request_head = config.max_request_head,
+    max_headers = config.max_headers,
+    max_body_size = config.max_body_size,
+    timeout_keep_alive = config.timeout_keep_alive,
+    timeout_request_head = config.timeout_request_head,
+    root_path = config.root_path,
+    limit_concurrency = config.limit_concurrency,
+    limit_max_requests = config.limit_max_requests,
+    on_max_requests = function()
+      log:warning(("Maximum request limit of %d exceeded. Terminating process."):format(config.limit_max_requests))
+      self.max_timer = uv.new_timer()
+      self.max_timer:start(0, 0, function() self:begin_shutdown() end)
+    end,
+    proxy_headers = config.proxy_headers,
+    forwarded_allow_ips = config.forwarded_allow_ips,
+    server_header = config.server_header,
+    date_header = config.date_header,
+    headers = config.header,
+    state = self.lifespan.state,
+  })
+
+  local lok, lerr = self:listen()
+  if not lok then
+    log:error(lerr)
+    self:close_listeners()
+    return 3
+  end
+
+  local tick = math.min(config.timeout_keep_alive, config.timeout_request_head) * 1000 / 4
+  tick = math.max(50, math.min(250, math.floor(tick)))
+  self.sweeper = uv.new_timer()
+  self.sweeper:start(tick, tick, function() self:sweep() end)
+  self.sweeper:unref()
+
+  local function on_signal(signame)
+    return function()
+      if self.shutting_down then
+        self:force_exit()
+      else
+        log:info("Received " .. signame:upper())
+        self:begin_shutdown()
+      end
+    end
+  end
+  self.sigint = uv.new_signal()
+  self.sigint:start("sigint", on_signal("sigint"))
+  self.sigterm = uv.new_signal()
+  self.sigterm:start("sigterm", on_signal("sigterm"))
+
+  while true do
+    local rok, rerr = pcall(uv.run, "default")
+    if not rok then
+      log:error("Uncaught error in a loop callback\n" .. tostring(rerr))
+    elseif self.finishing or self.forced or not uv.loop_alive() then
+      break
+    end
+  end
+  -- let close callbacks run
+  for _ = 1, 4 do if not uv.loop_alive() then break end; pcall(uv.run, "nowait") end
+  log:flush()
+  return self.exit_code
+end
+
+M.Server = Server
+M.Conn = Conn
+
+return M
