@@ -67,7 +67,9 @@ end
 
 function Runner:drive(stop)
   while not self.done and not self.waiting and not (stop and stop()) do
-    local uv = loop.loaded()
+    -- Drive the loop luvrs.co resumes from when it is in use, else the loop module already loaded.
+    local co = package.loaded["luvrs.co"]
+    local uv = co and co.loop() or loop.loaded()
     if not uv then
       self.done, self.err = true, "testclient: the app yielded outside receive/send and no loop module is loaded"
       return
