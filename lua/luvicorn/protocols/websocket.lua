@@ -249,7 +249,19 @@ local function complete_message(self)
 end
 
 local function data_frame(self, f)
-  if f.opcode == frames.CONTINUATION then
+  local op = f.opcode
+  if f.fin and op ~= frames.CONTINUATION and not f.rsv1 and not self.msg_opcode then
+    -- Fast path: a whole message in one uncompressed frame, the common case.
+    local payload = f.payload
+    if op == frames.TEXT then
+      if not utf8.len(payload) then
+        return fail(self, frames.INVALID_DATA, "invalid UTF-8 in a text message", true)
+      end
+      return enqueue(self, { type = "websocket.receive", text = payload })
+    end
+    return enqueue(self, { type = "websocket.receive", bytes = payload })
+  end
+  if op == frames.CONTINUATION then
     if not self.msg_opcode then
       return fail(self, frames.PROTOCOL_ERROR, "continuation frame without a message", true)
     end
