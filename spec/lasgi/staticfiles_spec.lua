@@ -36,7 +36,8 @@ describe("lasgi.staticfiles", function()
     assert(os.execute(("ln -s %s %s/public/updir"):format(root, root)))
     assert(os.execute(("ln -s %s/public/hello.txt %s/public/alias.txt"):format(root, root)))
     local rp = resolver()
-    local app = lasgi.Router{ lasgi.Mount("/static", staticfiles.new({ directory = root .. "/public", realpath = rp })) }
+    local files = staticfiles.new({ directory = root .. "/public", realpath = rp })
+    local app = lasgi.Router{ lasgi.Mount("/static", files) }
     client = lasgi.TestClient(app, { follow_redirects = false })
     local html = lasgi.Router{ lasgi.Mount("", staticfiles.new({ directory = root .. "/public", html = true,
       realpath = rp })) }

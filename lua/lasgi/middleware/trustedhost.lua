@@ -29,6 +29,9 @@ function M.new(app, opts)
     end
   end
   local www_redirect = opts.www_redirect ~= false
+  -- The www redirect needs "www.<host>" listed as such: a wildcard entry does not imply it.
+  local listed = {}
+  for _, h in ipairs(hosts) do listed[h:lower()] = true end
 
   local function allowed(host)
     for _, pattern in ipairs(hosts) do
@@ -49,7 +52,7 @@ function M.new(app, opts)
     if scope.type == "websocket" then
       return send({ type = "websocket.close", code = 1008, reason = "Invalid host header" })
     end
-    if www_redirect and host:sub(1, 4) ~= "www." and allowed("www." .. host) then
+    if www_redirect and host:sub(1, 4) ~= "www." and listed["www." .. host] then
       local url = datastructures.url_from_scope(scope)
       url = url:replace({ hostname = "www." .. url.hostname })
       return responses.redirect(tostring(url), 307)(scope, receive, send)
