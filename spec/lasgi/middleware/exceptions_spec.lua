@@ -1,6 +1,5 @@
 local lasgi = require "lasgi"
 local exceptions_mw = require "lasgi.middleware.exceptions"
-local exceptions = require "lasgi.exceptions"
 
 local Teapot = { __name = "Teapot" }
 
@@ -55,12 +54,4 @@ describe("lasgi.middleware.exceptions", function()
     assert.equal("raw", err.reason)
   end)
 
-  it("has constructors that check their arguments", function()
-    assert.has_error(function() exceptions.http(200) end,
-      "HTTPException: argument 'status' must be an integer 400..599")
-    assert.has_error(function() exceptions.websocket("x") end, "WebSocketException: argument 'code' must be an integer")
-    assert.equal("HTTPException(418): I'm a teapot", tostring(exceptions.http(418, "I'm a teapot")))
-    assert.is_true(exceptions.is(exceptions.http(400), exceptions.HTTPException))
-    assert.is_false(exceptions.is("x", exceptions.HTTPException))
-  end)
 end)
