@@ -486,7 +486,8 @@ function http.request(opts)
     local loc = headers.location
     if redirects > 0 and REDIRECT[status] and loc then
       if hops >= redirects then
-        b:close()
+        local _, derr = b:read_all(65536) -- keeps the connection reusable
+        if derr then b:close() end
         return nil, "too many redirects"
       end
       local keep = status == 307 or status == 308
