@@ -34,10 +34,6 @@ impl Args {
         self.v.get(i - 1).unwrap_or(&LuaValue::Nil)
     }
 
-    pub fn len(&self) -> usize {
-        self.v.len()
-    }
-
     pub fn is_nil(&self, i: usize) -> bool {
         matches!(self.get(i), LuaValue::Nil)
     }
@@ -83,7 +79,11 @@ impl Args {
         Err(self.bad(i, what))
     }
 
-    pub fn handle(&self, i: usize, kind: Kind) -> LuaResult<(LuaAnyUserData, LuaUserDataRef<Handle>)> {
+    pub fn handle(
+        &self,
+        i: usize,
+        kind: Kind,
+    ) -> LuaResult<(LuaAnyUserData, LuaUserDataRef<Handle>)> {
         self.handle_of(i, kind.type_label(), |k| k == kind)
     }
 
@@ -112,14 +112,6 @@ impl Args {
     pub fn uint(&self, i: usize) -> LuaResult<u64> {
         let n = self.int(i)?;
         u64::try_from(n).map_err(|_| self.invalid(i, "value must not be negative"))
-    }
-
-    pub fn number(&self, i: usize) -> LuaResult<f64> {
-        match self.get(i) {
-            LuaValue::Integer(n) => Ok(*n as f64),
-            LuaValue::Number(f) => Ok(*f),
-            _ => Err(self.bad(i, "number")),
-        }
     }
 
     pub fn boolean(&self, i: usize) -> LuaResult<bool> {

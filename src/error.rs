@@ -9,8 +9,6 @@ pub type Errno = i32;
 
 /// libuv's own "end of file" code; it has no errno.
 pub const UV_EOF: Errno = -4095;
-/// A DNS failure; the getaddrinfo code is kept in the message.
-pub const UV_EAI: Errno = -3000;
 
 /// libuv's name and message for an error code; unknown codes fall back to the OS's text.
 pub fn describe(code: Errno) -> (&'static str, String) {
@@ -135,7 +133,10 @@ mod tests {
 
     #[test]
     fn names_and_messages_follow_libuv() {
-        assert_eq!(describe(libc::EADDRINUSE), ("EADDRINUSE", "address already in use".to_string()));
+        assert_eq!(
+            describe(libc::EADDRINUSE),
+            ("EADDRINUSE", "address already in use".to_string())
+        );
         assert_eq!(describe(libc::ECONNRESET).0, "ECONNRESET");
         assert_eq!(describe(UV_EOF), ("EOF", "end of file".to_string()));
         assert_eq!(describe(9999).0, "UNKNOWN");
@@ -143,6 +144,9 @@ mod tests {
 
     #[test]
     fn lua_text_strips_decoration() {
-        assert_eq!(lua_text(&misuse("bad argument #1 to 'x'")), "bad argument #1 to 'x'");
+        assert_eq!(
+            lua_text(&misuse("bad argument #1 to 'x'")),
+            "bad argument #1 to 'x'"
+        );
     }
 }

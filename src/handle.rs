@@ -12,34 +12,22 @@ use std::rc::Rc;
 /// A handle type, with libuv's name and `uv_handle_type` number.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
-    Async,
     Check,
     Idle,
-    Pipe,
-    Poll,
     Prepare,
-    Process,
     Tcp,
     Timer,
-    Tty,
-    Udp,
     Signal,
 }
 
 impl Kind {
     pub fn name(self) -> &'static str {
         match self {
-            Kind::Async => "async",
             Kind::Check => "check",
             Kind::Idle => "idle",
-            Kind::Pipe => "pipe",
-            Kind::Poll => "poll",
             Kind::Prepare => "prepare",
-            Kind::Process => "process",
             Kind::Tcp => "tcp",
             Kind::Timer => "timer",
-            Kind::Tty => "tty",
-            Kind::Udp => "udp",
             Kind::Signal => "signal",
         }
     }
@@ -47,17 +35,11 @@ impl Kind {
     /// libuv's `uv_handle_type` value.
     pub fn number(self) -> i64 {
         match self {
-            Kind::Async => 1,
             Kind::Check => 2,
             Kind::Idle => 6,
-            Kind::Pipe => 7,
-            Kind::Poll => 8,
             Kind::Prepare => 9,
-            Kind::Process => 10,
             Kind::Tcp => 12,
             Kind::Timer => 13,
-            Kind::Tty => 14,
-            Kind::Udp => 15,
             Kind::Signal => 16,
         }
     }
@@ -65,23 +47,17 @@ impl Kind {
     /// How argument errors name the expected type, e.g. `uv_timer_t`.
     pub fn type_label(self) -> &'static str {
         match self {
-            Kind::Async => "uv_async_t",
             Kind::Check => "uv_check_t",
             Kind::Idle => "uv_idle_t",
-            Kind::Pipe => "uv_pipe_t",
-            Kind::Poll => "uv_poll_t",
             Kind::Prepare => "uv_prepare_t",
-            Kind::Process => "uv_process_t",
             Kind::Tcp => "uv_tcp_t",
             Kind::Timer => "uv_timer_t",
-            Kind::Tty => "uv_tty_t",
-            Kind::Udp => "uv_udp_t",
             Kind::Signal => "uv_signal_t",
         }
     }
 
     pub fn is_stream(self) -> bool {
-        matches!(self, Kind::Tcp | Kind::Pipe | Kind::Tty)
+        matches!(self, Kind::Tcp)
     }
 }
 
@@ -171,7 +147,11 @@ pub fn create(lua: &Lua, core: &Rc<Core>, kind: Kind, data: Data) -> LuaResult<L
             data,
         })
     };
-    let ud = lua.create_any_userdata(Handle { id, kind, core: core.clone() })?;
+    let ud = lua.create_any_userdata(Handle {
+        id,
+        kind,
+        core: core.clone(),
+    })?;
     core.weak.raw_set(id, &ud)?;
     Ok(ud)
 }
@@ -189,7 +169,11 @@ pub fn close(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let cb = a.opt_func(2)?;
     let mut st = core.st()?;
     if st.slots[h.id].closing {
-        return Err(misuse(format!("{}: handle {} is already closing", a.name, describe(&st, h.id))));
+        return Err(misuse(format!(
+            "{}: handle {} is already closing",
+            a.name,
+            describe(&st, h.id)
+        )));
     }
     st.begin_close(h.id, &ud, cb);
     drop(st);
@@ -275,9 +259,20 @@ fn buffer_size(lua: &Lua, core: &Rc<Core>, a: &Args, opt: libc::c_int) -> LuaRes
         let mut v: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: fd is an open socket owned by the handle; v and len are valid for writes.
-        let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut v as *mut libc::c_int).cast(), &mut len) };
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
         if r != 0 {
-            return fail(lua, crate::error::errno_of(&std::io::Error::last_os_error()));
+            return fail(
+                lua,
+                crate::error::errno_of(&std::io::Error::last_os_error()),
+            );
         }
         one(v as i64, lua)
     } else {
@@ -293,7 +288,10 @@ fn buffer_size(lua: &Lua, core: &Rc<Core>, a: &Args, opt: libc::c_int) -> LuaRes
             )
         };
         if r != 0 {
-            return fail(lua, crate::error::errno_of(&std::io::Error::last_os_error()));
+            return fail(
+                lua,
+                crate::error::errno_of(&std::io::Error::last_os_error()),
+            );
         }
         ok0()
     }
@@ -312,8 +310,12 @@ pub fn walk(_lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let ids: Vec<usize> = {
         let mut st = core.st()?;
         st.collect_garbage(&core.garbage);
-        let mut v: Vec<(u64, usize)> =
-            st.slots.iter().filter(|(_, s)| !s.closed).map(|(id, s)| (s.seq, id)).collect();
+        let mut v: Vec<(u64, usize)> = st
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.closed)
+            .map(|(id, s)| (s.seq, id))
+            .collect();
         v.sort_unstable();
         v.into_iter().map(|(_, id)| id).collect()
     };

@@ -4,6 +4,7 @@
 //! the same functions as methods (`uv.timer_start(t, ...)` is `t:start(...)`).
 
 mod args;
+mod deflate;
 mod error;
 #[path = "loop.rs"]
 mod event_loop;
@@ -68,7 +69,9 @@ fn export(lua: &Lua, core: &Rc<Core>, name: &'static str, f: Fun) -> LuaResult<L
         }
     })?;
     // SAFETY: pushes a C closure over the function exec_raw left on the stack.
-    unsafe { lua.exec_raw::<LuaFunction>(inner, |state| ffi::lua_pushcclosure(state, trampoline, 1)) }
+    unsafe {
+        lua.exec_raw::<LuaFunction>(inner, |state| ffi::lua_pushcclosure(state, trampoline, 1))
+    }
 }
 
 /// The request object luv's write/connect/shutdown return (shared: programs only test it).
@@ -83,7 +86,10 @@ fn m_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         Kind::Timer => timer::timer_start(lua, core, a),
         k @ (Kind::Idle | Kind::Prepare | Kind::Check) => watcher::start(lua, core, a, k),
         Kind::Signal => signal::signal_start(lua, core, a),
-        _ => Err(a.bad(1, "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t or uv_signal_t")),
+        _ => Err(a.bad(
+            1,
+            "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t or uv_signal_t",
+        )),
     }
 }
 
@@ -92,7 +98,10 @@ fn m_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         Kind::Timer => timer::timer_stop(lua, core, a),
         k @ (Kind::Idle | Kind::Prepare | Kind::Check) => watcher::stop(lua, core, a, k),
         Kind::Signal => signal::signal_stop(lua, core, a),
-        _ => Err(a.bad(1, "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t or uv_signal_t")),
+        _ => Err(a.bad(
+            1,
+            "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t or uv_signal_t",
+        )),
     }
 }
 
@@ -134,10 +143,16 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("idle_start", |l, c, a| watcher::start(l, c, a, Kind::Idle)),
     ("idle_stop", |l, c, a| watcher::stop(l, c, a, Kind::Idle)),
     ("new_prepare", |l, c, _| watcher::new(l, c, Kind::Prepare)),
-    ("prepare_start", |l, c, a| watcher::start(l, c, a, Kind::Prepare)),
-    ("prepare_stop", |l, c, a| watcher::stop(l, c, a, Kind::Prepare)),
+    ("prepare_start", |l, c, a| {
+        watcher::start(l, c, a, Kind::Prepare)
+    }),
+    ("prepare_stop", |l, c, a| {
+        watcher::stop(l, c, a, Kind::Prepare)
+    }),
     ("new_check", |l, c, _| watcher::new(l, c, Kind::Check)),
-    ("check_start", |l, c, a| watcher::start(l, c, a, Kind::Check)),
+    ("check_start", |l, c, a| {
+        watcher::start(l, c, a, Kind::Check)
+    }),
     ("check_stop", |l, c, a| watcher::stop(l, c, a, Kind::Check)),
     // stream
     ("listen", stream::listen),
@@ -195,6 +210,10 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("get_total_memory", misc::get_total_memory),
     ("get_free_memory", misc::get_free_memory),
     ("loadavg", misc::loadavg),
+    // extensions
+    ("sendfile", stream::sendfile),
+    ("new_deflate", deflate::new_deflate),
+    ("new_inflate", deflate::new_inflate),
 ];
 
 /// Method name → module function, for the methods whose names differ from the module's.
@@ -240,15 +259,36 @@ const SAME_NAME_METHODS: &[&str] = &[
     "is_writable",
 ];
 
+/// A write to a closed peer must fail with EPIPE, not kill the process: sendfile(2) and writes to
+/// pipes have no MSG_NOSIGNAL. As Python, Node and nginx do, SIGPIPE is ignored unless the program
+/// installed its own disposition.
+fn ignore_sigpipe() {
+    // SAFETY: querying and setting a signal disposition with valid sigaction structs.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_DFL
+        {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+    }
+}
+
 /// Builds the module table for a Lua state.
 #[cfg_attr(feature = "module", mlua::lua_module)]
 pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
+    ignore_sigpipe();
     let weak = lua.create_table()?;
     let mt = lua.create_table()?;
     mt.set("__mode", "v")?;
     weak.set_metatable(Some(mt))?;
-    let st = State::new().map_err(|e| error::misuse(format!("luvrs: cannot create the poller: {e}")))?;
-    let core = Rc::new(Core { st: RefCell::new(st), garbage: RefCell::new(Vec::new()), weak });
+    let st =
+        State::new().map_err(|e| error::misuse(format!("luvrs: cannot create the poller: {e}")))?;
+    let core = Rc::new(Core {
+        st: RefCell::new(st),
+        garbage: RefCell::new(Vec::new()),
+        weak,
+    });
 
     let uv = lua.create_table()?;
     for &(name, f) in FUNCTIONS {
@@ -271,20 +311,52 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
         reg.add_meta_method(LuaMetaMethod::ToString, |_, h, ()| {
             Ok(format!("uv_{}_t: {:p}", h.kind.name(), h as *const Handle))
         });
-        reg.add_meta_function(LuaMetaMethod::Close, move |_, (ud, _err): (LuaAnyUserData, LuaValue)| {
-            let closing = {
-                let h = ud.borrow::<Handle>()?;
-                let st = h.core.st()?;
-                st.slots[h.id].closing
-            };
-            if !closing {
-                close_fn.call::<()>(ud)?;
-            }
-            Ok(())
+        reg.add_meta_function(
+            LuaMetaMethod::Close,
+            move |_, (ud, _err): (LuaAnyUserData, LuaValue)| {
+                let closing = {
+                    let h = ud.borrow::<Handle>()?;
+                    let st = h.core.st()?;
+                    st.slots[h.id].closing
+                };
+                if !closing {
+                    close_fn.call::<()>(ud)?;
+                }
+                Ok(())
+            },
+        );
+    })?;
+    let codec_methods =
+        |write: (&'static str, Fun), reset: (&'static str, Fun)| -> LuaResult<LuaTable> {
+            let index = lua.create_table()?;
+            index.raw_set("write", export(lua, &core, write.0, write.1)?)?;
+            index.raw_set("reset", export(lua, &core, reset.0, reset.1)?)?;
+            Ok(index)
+        };
+    let index = codec_methods(
+        ("deflate_write", deflate::deflate_write),
+        ("deflate_reset", deflate::deflate_reset),
+    )?;
+    lua.register_userdata_type::<deflate::Deflater>(|reg| {
+        reg.add_meta_field("__index", index);
+        reg.add_meta_function(LuaMetaMethod::ToString, |_, _: LuaAnyUserData| {
+            Ok("luvrs_deflate")
+        });
+    })?;
+    let index = codec_methods(
+        ("inflate_write", deflate::inflate_write),
+        ("inflate_reset", deflate::inflate_reset),
+    )?;
+    lua.register_userdata_type::<deflate::Inflater>(|reg| {
+        reg.add_meta_field("__index", index);
+        reg.add_meta_function(LuaMetaMethod::ToString, |_, _: LuaAnyUserData| {
+            Ok("luvrs_inflate")
         });
     })?;
     lua.register_userdata_type::<Req>(|reg| {
-        reg.add_meta_method(LuaMetaMethod::ToString, |_, r, ()| Ok(format!("uv_{}_t: {:p}", r.0, r as *const Req)));
+        reg.add_meta_method(LuaMetaMethod::ToString, |_, r, ()| {
+            Ok(format!("uv_{}_t: {:p}", r.0, r as *const Req))
+        });
     })?;
     let reqs = lua.create_table()?;
     for kind in ["write", "connect", "shutdown", "udp_send"] {

@@ -32,7 +32,9 @@ impl Core {
     /// The loop state, or a Lua error when it is already borrowed (a re-entrant call from a
     /// finalizer, for instance) rather than a panic.
     pub fn st(&self) -> LuaResult<RefMut<'_, State>> {
-        self.st.try_borrow_mut().map_err(|_| misuse("luvrs: loop state is busy (re-entrant call)"))
+        self.st
+            .try_borrow_mut()
+            .map_err(|_| misuse("luvrs: loop state is busy (re-entrant call)"))
     }
 }
 
@@ -41,6 +43,8 @@ pub struct Pending {
     pub id: usize,
     pub cb: Option<LuaFunction>,
     pub err: Option<i32>,
+    /// Bytes sent, for requests whose callback reports them (sendfile).
+    pub sent: Option<i64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -196,7 +200,10 @@ impl State {
         {
             return Some(0);
         }
-        self.timers.keys().next().map(|&(due, _)| due.saturating_sub(self.now_ms))
+        self.timers
+            .keys()
+            .next()
+            .map(|&(due, _)| due.saturating_sub(self.now_ms))
     }
 
     /// Stops everything a handle does and schedules its close callback.
@@ -294,7 +301,6 @@ fn run_phases(lua: &Lua, core: &Rc<Core>, mode: Mode) -> LuaResult<bool> {
         core.st()?.update_time();
     }
     while alive && !core.st()?.stop_flag {
-        let ran_pending;
         let timeout;
         {
             let mut st = core.st()?;
@@ -302,7 +308,7 @@ fn run_phases(lua: &Lua, core: &Rc<Core>, mode: Mode) -> LuaResult<bool> {
             st.update_time();
         }
         crate::timer::run_timers(core)?;
-        ran_pending = run_pending(core)?;
+        let ran_pending = run_pending(core)?;
         run_watchers(core, Kind::Idle)?;
         run_watchers(core, Kind::Prepare)?;
         {
@@ -333,13 +339,18 @@ fn run_pending(core: &Rc<Core>) -> LuaResult<bool> {
     for _ in 0..n {
         let (p, _keep) = {
             let mut st = core.st()?;
-            let Some(p) = st.pending.pop_front() else { break };
+            let Some(p) = st.pending.pop_front() else {
+                break;
+            };
             let keep = st.slots[p.id].ud.clone();
             st.req_done(p.id);
             (p, keep)
         };
         if let Some(cb) = &p.cb {
-            call(core, cb, p.err.map(crate::error::name))?;
+            match p.sent {
+                Some(n) => call(core, cb, (p.err.map(crate::error::name), n))?,
+                None => call(core, cb, p.err.map(crate::error::name))?,
+            }
         }
     }
     Ok(n > 0)
@@ -361,7 +372,9 @@ fn run_watchers(core: &Rc<Core>, kind: Kind) -> LuaResult<()> {
     for id in ids {
         let (cb, _keep) = {
             let mut st = core.st()?;
-            let Some(slot) = st.slots.get_mut(id) else { continue };
+            let Some(slot) = st.slots.get_mut(id) else {
+                continue;
+            };
             if !slot.active || slot.closing {
                 continue;
             }
@@ -381,9 +394,18 @@ fn run_watchers(core: &Rc<Core>, kind: Kind) -> LuaResult<()> {
 fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
     {
         let mut st = core.st()?;
-        let mut events = st.events.take().unwrap_or_else(|| Events::with_capacity(1024));
-        let timeout = if st.io_ready.is_empty() { timeout } else { Some(0) };
-        let r = st.poll.poll(&mut events, timeout.map(Duration::from_millis));
+        let mut events = st
+            .events
+            .take()
+            .unwrap_or_else(|| Events::with_capacity(1024));
+        let timeout = if st.io_ready.is_empty() {
+            timeout
+        } else {
+            Some(0)
+        };
+        let r = st
+            .poll
+            .poll(&mut events, timeout.map(Duration::from_millis));
         st.update_time();
         if let Err(e) = r {
             st.events = Some(events);
@@ -399,7 +421,9 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
                 continue;
             }
             let id = ev.token().0;
-            let Some(slot) = st.slots.get_mut(id) else { continue };
+            let Some(slot) = st.slots.get_mut(id) else {
+                continue;
+            };
             if let Data::Stream(s) = &mut slot.data {
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     s.rd_ready = true;
@@ -423,7 +447,9 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
     for _ in 0..n {
         let id = {
             let mut st = core.st()?;
-            let Some(id) = st.io_ready.pop_front() else { break };
+            let Some(id) = st.io_ready.pop_front() else {
+                break;
+            };
             match st.slots.get_mut(id) {
                 Some(slot) if !slot.closing => {
                     if let Data::Stream(s) = &mut slot.data {
@@ -443,7 +469,9 @@ fn run_closing(core: &Rc<Core>) -> LuaResult<()> {
     loop {
         let (id, keep) = {
             let mut st = core.st()?;
-            let Some(id) = st.closing.pop() else { return Ok(()) };
+            let Some(id) = st.closing.pop() else {
+                return Ok(());
+            };
             (id, st.slots[id].ud.clone())
         };
         // Requests of a closing handle end before its close callback: completed ones with their

@@ -28,7 +28,9 @@ pub fn version_string(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
 
 pub fn cwd(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
     match std::env::current_dir() {
-        Ok(p) => lua.create_string(p.as_os_str().as_encoded_bytes())?.into_lua_multi(lua),
+        Ok(p) => lua
+            .create_string(p.as_os_str().as_encoded_bytes())?
+            .into_lua_multi(lua),
         Err(e) => fail(lua, errno_of(&e)),
     }
 }
@@ -72,7 +74,9 @@ pub fn os_gethostname(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
 
 fn field(f: &[libc::c_char]) -> String {
     // SAFETY: utsname fields are NUL-terminated within their arrays.
-    unsafe { CStr::from_ptr(f.as_ptr()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(f.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 pub fn os_uname(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
@@ -92,7 +96,10 @@ pub fn os_uname(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
 
 pub fn os_getenv(lua: &Lua, _c: &Rc<Core>, a: &Args) -> Ret {
     let name = a.str(1)?;
+    // luv's optional size is the buffer size, terminating NUL included.
+    let size = a.opt_int(2, i64::MAX)?;
     match std::env::var_os(&name) {
+        Some(v) if (v.len() as i64) >= size => fail(lua, libc::ENOBUFS),
         Some(v) => lua.create_string(v.as_encoded_bytes())?.into_lua_multi(lua),
         None => fail(lua, libc::ENOENT),
     }
@@ -126,7 +133,10 @@ pub fn os_unsetenv(lua: &Lua, _c: &Rc<Core>, a: &Args) -> Ret {
 pub fn os_environ(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
     let t = lua.create_table()?;
     for (k, v) in std::env::vars_os() {
-        t.set(lua.create_string(k.as_encoded_bytes())?, lua.create_string(v.as_encoded_bytes())?)?;
+        t.set(
+            lua.create_string(k.as_encoded_bytes())?,
+            lua.create_string(v.as_encoded_bytes())?,
+        )?;
     }
     t.into_lua_multi(lua)
 }
@@ -141,14 +151,19 @@ pub fn os_homedir(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
         if pw.is_null() || (*pw).pw_dir.is_null() {
             return fail(lua, libc::ENOENT);
         }
-        lua.create_string(CStr::from_ptr((*pw).pw_dir).to_bytes())?.into_lua_multi(lua)
+        lua.create_string(CStr::from_ptr((*pw).pw_dir).to_bytes())?
+            .into_lua_multi(lua)
     }
 }
 
 pub fn os_tmpdir(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
     for k in ["TMPDIR", "TMP", "TEMP", "TEMPDIR"] {
         if let Some(v) = std::env::var(k).ok().filter(|v| !v.is_empty()) {
-            let v = if v.len() > 1 { v.trim_end_matches('/').to_string() } else { v };
+            let v = if v.len() > 1 {
+                v.trim_end_matches('/').to_string()
+            } else {
+                v
+            };
             return v.into_lua_multi(lua);
         }
     }
@@ -195,7 +210,11 @@ pub fn getrusage(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
 
 pub fn resident_set_memory(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
     let statm = std::fs::read_to_string("/proc/self/statm");
-    let pages = statm.ok().and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<i64>().ok()));
+    let pages = statm.ok().and_then(|s| {
+        s.split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<i64>().ok())
+    });
     match pages {
         // SAFETY: sysconf has no preconditions.
         Some(p) => (p * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).into_lua_multi(lua),
@@ -204,12 +223,19 @@ pub fn resident_set_memory(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
 }
 
 pub fn available_parallelism(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
-    (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as i64).into_lua_multi(lua)
+    (std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as i64)
+        .into_lua_multi(lua)
 }
 
 pub fn uptime(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
     let s = std::fs::read_to_string("/proc/uptime").ok();
-    match s.and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok())) {
+    match s.and_then(|s| {
+        s.split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+    }) {
         Some(v) => v.into_lua_multi(lua),
         None => fail(lua, libc::EIO),
     }
@@ -222,13 +248,17 @@ pub fn sleep(_lua: &Lua, _c: &Rc<Core>, a: &Args) -> Ret {
 }
 
 pub fn gettimeofday(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     (d.as_secs() as i64, d.subsec_micros() as i64).into_lua_multi(lua)
 }
 
 pub fn exepath(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
     match std::env::current_exe() {
-        Ok(p) => lua.create_string(p.as_os_str().as_encoded_bytes())?.into_lua_multi(lua),
+        Ok(p) => lua
+            .create_string(p.as_os_str().as_encoded_bytes())?
+            .into_lua_multi(lua),
         Err(e) => fail(lua, errno_of(&e)),
     }
 }
@@ -236,7 +266,11 @@ pub fn exepath(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
 fn meminfo(key: &str) -> Option<i64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = s.lines().find(|l| l.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse::<i64>().ok().map(|kb| kb * 1024)
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<i64>()
+        .ok()
+        .map(|kb| kb * 1024)
 }
 
 pub fn get_total_memory(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
@@ -244,7 +278,10 @@ pub fn get_total_memory(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
 }
 
 pub fn get_free_memory(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
-    meminfo("MemAvailable:").or_else(|| meminfo("MemFree:")).unwrap_or(0).into_lua_multi(lua)
+    meminfo("MemAvailable:")
+        .or_else(|| meminfo("MemFree:"))
+        .unwrap_or(0)
+        .into_lua_multi(lua)
 }
 
 pub fn loadavg(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {

@@ -59,7 +59,11 @@ pub fn signum(a: &Args, i: usize) -> LuaResult<i32> {
         LuaValue::Integer(n) if (1..65).contains(n) => Ok(*n as i32),
         LuaValue::String(s) => {
             let lower = s.to_str()?.to_ascii_lowercase();
-            let key = if lower.starts_with("sig") { lower } else { format!("sig{lower}") };
+            let key = if lower.starts_with("sig") {
+                lower
+            } else {
+                format!("sig{lower}")
+            };
             NAMES
                 .iter()
                 .find(|(k, _)| *k == key)
@@ -110,7 +114,11 @@ fn ensure_pipe(st: &mut State) -> std::io::Result<()> {
     // SAFETY: pipe2 returned two new descriptors that nothing else owns; the write end lives for
     // the rest of the process so the handler never writes to a closed descriptor.
     let r = unsafe { OwnedFd::from_raw_fd(fds[0]) };
-    st.poll.registry().register(&mut SourceFd(&r.as_raw_fd()), SIGNAL_TOKEN, Interest::READABLE)?;
+    st.poll.registry().register(
+        &mut SourceFd(&r.as_raw_fd()),
+        SIGNAL_TOKEN,
+        Interest::READABLE,
+    )?;
     let old = PIPE_W.swap(fds[1], Ordering::SeqCst);
     if old >= 0 {
         // SAFETY: the previous write end belonged to a loop that is gone.
@@ -135,7 +143,17 @@ fn install(signum: i32, handler: libc::sighandler_t) -> std::io::Result<()> {
 }
 
 pub fn new_signal(lua: &Lua, core: &Rc<Core>, _a: &Args) -> LuaResult<LuaMultiValue> {
-    create(lua, core, Kind::Signal, Data::Signal(Signal { signum: 0, cb: None, oneshot: false }))?.into_lua_multi(lua)
+    create(
+        lua,
+        core,
+        Kind::Signal,
+        Data::Signal(Signal {
+            signum: 0,
+            cb: None,
+            oneshot: false,
+        }),
+    )?
+    .into_lua_multi(lua)
 }
 
 fn sig(st: &mut State, id: usize) -> &mut Signal {
@@ -161,7 +179,10 @@ fn start_impl(lua: &Lua, core: &Rc<Core>, a: &Args, oneshot: bool) -> LuaResult<
     }
     stop(&mut st, h.id);
     if st.signals.installed.get(&n).copied().unwrap_or(0) == 0 {
-        if let Err(e) = install(n, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t) {
+        if let Err(e) = install(
+            n,
+            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        ) {
             return fail(lua, errno_of(&e));
         }
     }
@@ -219,7 +240,9 @@ pub fn drain(st: &mut State) {
         if n <= 0 {
             break;
         }
-        st.signals.pending.extend(buf[..n as usize].iter().map(|&b| b as i32));
+        st.signals
+            .pending
+            .extend(buf[..n as usize].iter().map(|&b| b as i32));
     }
 }
 

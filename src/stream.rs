@@ -29,7 +29,19 @@ pub struct WriteReq {
     pub idx: usize,
     pub off: usize,
     pub cb: Option<LuaFunction>,
+    /// A file range sent after the buffers (the sendfile extension).
+    pub file: Option<FileRange>,
 }
+
+pub struct FileRange {
+    pub file: std::fs::File,
+    pub offset: i64,
+    pub left: usize,
+    pub sent: usize,
+}
+
+/// A finished request: its callback, its error, and for sendfile the bytes sent.
+pub type Done = (Option<LuaFunction>, Option<Errno>, Option<i64>);
 
 #[derive(Default)]
 pub struct Stream {
@@ -103,7 +115,11 @@ impl Stream {
 /// once for its lifetime).
 pub fn adopt(st: &mut State, id: usize, sock: Socket) -> io::Result<()> {
     let fd = sock.as_raw_fd();
-    st.poll.registry().register(&mut SourceFd(&fd), Token(id), Interest::READABLE | Interest::WRITABLE)?;
+    st.poll.registry().register(
+        &mut SourceFd(&fd),
+        Token(id),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
     st.slots[id].stream().sock = Some(sock);
     Ok(())
 }
@@ -136,7 +152,9 @@ pub fn listen(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> 
         }
     }
     let s = st.slots[h.id].stream();
-    let Some(sock) = &s.sock else { return fail(lua, libc::EINVAL) };
+    let Some(sock) = &s.sock else {
+        return fail(lua, libc::EINVAL);
+    };
     if let Err(e) = sock.listen(backlog.clamp(1, i32::MAX as i64) as i32) {
         return fail(lua, errno_of(&e));
     }
@@ -183,11 +201,15 @@ pub fn read_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVal
         return fail(lua, libc::EINVAL);
     }
     let s = st.slots[h.id].stream();
+    // As luv: the callback is replaced even when libuv then refuses.
+    s.read_cb = Some(cb);
+    if s.reading {
+        return fail(lua, libc::EALREADY);
+    }
     if !s.readable {
         return fail(lua, libc::ENOTCONN);
     }
     s.reading = true;
-    s.read_cb = Some(cb);
     let ready = s.rd_ready;
     st.set_active(h.id, &ud, true);
     if ready {
@@ -220,7 +242,12 @@ fn write_bufs(a: &Args, i: usize) -> LuaResult<Vec<LuaString>> {
             for j in 1..=n {
                 match t.raw_get::<LuaValue>(j)? {
                     LuaValue::String(s) => v.push(s),
-                    _ => return Err(a.invalid(i, &format!("table of strings expected, item {j} is not a string"))),
+                    _ => {
+                        return Err(a.invalid(
+                            i,
+                            &format!("table of strings expected, item {j} is not a string"),
+                        ))
+                    }
                 }
             }
             Ok(v)
@@ -231,7 +258,11 @@ fn write_bufs(a: &Args, i: usize) -> LuaResult<Vec<LuaString>> {
 
 /// writev of `bufs` from buffer `idx`, byte `off`; MSG_NOSIGNAL so a closed peer gives EPIPE, not a signal.
 fn writev(sock: &Socket, bufs: &[LuaString], idx: usize, off: usize) -> io::Result<usize> {
-    let held: Vec<_> = bufs[idx..].iter().take(IOV_PER_WRITE).map(|b| b.as_bytes()).collect();
+    let held: Vec<_> = bufs[idx..]
+        .iter()
+        .take(IOV_PER_WRITE)
+        .map(|b| b.as_bytes())
+        .collect();
     let slices: Vec<IoSlice> = held
         .iter()
         .enumerate()
@@ -269,7 +300,9 @@ pub fn write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         return fail(lua, libc::EBADF);
     }
     let s = st.slots[h.id].stream();
-    let Some(sock) = &s.sock else { return fail(lua, libc::EBADF) };
+    let Some(sock) = &s.sock else {
+        return fail(lua, libc::EBADF);
+    };
     if !s.writable {
         return fail(lua, libc::EPIPE);
     }
@@ -292,11 +325,22 @@ pub fn write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         }
     }
     if done {
-        st.pending.push_back(Pending { id: h.id, cb, err });
+        st.pending.push_back(Pending {
+            id: h.id,
+            cb,
+            err,
+            sent: None,
+        });
     } else {
         let queued: usize = total - bytes_before(&bufs, idx, off);
         s.wq_bytes += queued;
-        s.wq.push_back(WriteReq { bufs, idx, off, cb });
+        s.wq.push_back(WriteReq {
+            bufs,
+            idx,
+            off,
+            cb,
+            file: None,
+        });
     }
     st.req_start(h.id, &ud);
     let req = req_object(lua, "write")?;
@@ -304,7 +348,11 @@ pub fn write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
 }
 
 fn bytes_before(bufs: &[LuaString], idx: usize, off: usize) -> usize {
-    bufs[..idx].iter().map(|b| b.as_bytes().len()).sum::<usize>() + off
+    bufs[..idx]
+        .iter()
+        .map(|b| b.as_bytes().len())
+        .sum::<usize>()
+        + off
 }
 
 pub fn try_write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
@@ -315,7 +363,9 @@ pub fn try_write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
         return fail(lua, libc::EBADF);
     }
     let s = st.slots[h.id].stream();
-    let Some(sock) = &s.sock else { return fail(lua, libc::EBADF) };
+    let Some(sock) = &s.sock else {
+        return fail(lua, libc::EBADF);
+    };
     if !s.writable {
         return fail(lua, libc::EPIPE);
     }
@@ -374,28 +424,34 @@ pub fn write_queue_size(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMu
 }
 
 /// Hands queued writes to the kernel; returns the requests that finished, with their result.
-fn flush(s: &mut Stream) -> Vec<(Option<LuaFunction>, Option<Errno>)> {
+fn flush(s: &mut Stream) -> Vec<Done> {
     let mut done = Vec::new();
     let Some(sock) = &s.sock else { return done };
     while let Some(req) = s.wq.front_mut() {
-        if req.idx >= req.bufs.len() {
-            let req = s.wq.pop_front().expect("front exists");
-            done.push((req.cb, None));
-            continue;
-        }
-        match writev(sock, &req.bufs, req.idx, req.off) {
-            Ok(n) => {
+        let r = if req.idx < req.bufs.len() {
+            writev(sock, &req.bufs, req.idx, req.off).map(|n| {
                 s.wq_bytes -= n;
                 let before = (req.idx, req.off);
-                let complete = advance(&req.bufs, &mut req.idx, &mut req.off, n);
-                if complete {
-                    let req = s.wq.pop_front().expect("front exists");
-                    done.push((req.cb, None));
-                } else if (req.idx, req.off) != before || n == 0 {
-                    // A short write: the kernel's buffer is full.
-                    s.wr_ready = false;
-                    break;
-                }
+                advance(&req.bufs, &mut req.idx, &mut req.off, n);
+                // A short write means the kernel's buffer is full.
+                n == 0 || ((req.idx, req.off) != before && req.idx < req.bufs.len())
+            })
+        } else if let Some(f) = req.file.as_mut().filter(|f| f.left > 0) {
+            send_file(sock, f).map(|n| {
+                s.wq_bytes -= n;
+                n == 0 && f.left > 0
+            })
+        } else {
+            let req = s.wq.pop_front().expect("front exists");
+            let sent = req.file.map(|f| f.sent as i64);
+            done.push((req.cb, None, sent));
+            continue;
+        };
+        match r {
+            Ok(false) => {}
+            Ok(true) => {
+                s.wr_ready = false;
+                break;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 s.wr_ready = false;
@@ -404,12 +460,104 @@ fn flush(s: &mut Stream) -> Vec<(Option<LuaFunction>, Option<Errno>)> {
             Err(e) => {
                 let code = errno_of(&e);
                 s.wq_bytes = 0;
-                done.extend(s.wq.drain(..).map(|r| (r.cb, Some(code))));
+                done.extend(
+                    s.wq.drain(..)
+                        .map(|r| (r.cb, Some(code), r.file.map(|f| f.sent as i64))),
+                );
                 break;
             }
         }
     }
     done
+}
+
+/// One sendfile(2) call; a file that ends early ends the request.
+fn send_file(sock: &Socket, f: &mut FileRange) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut off = f.offset as libc::off_t;
+        // SAFETY: both descriptors are open and owned by this request; off is valid for writes.
+        let n = unsafe {
+            libc::sendfile(
+                sock.as_raw_fd(),
+                f.file.as_raw_fd(),
+                &mut off,
+                f.left.min(1 << 30),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let n = n as usize;
+        f.offset = off;
+        f.sent += n;
+        if n == 0 {
+            // The file is shorter than asked: what is left will never come.
+            let short = f.left;
+            f.left = 0;
+            return Ok(short);
+        }
+        f.left -= n;
+        return Ok(n);
+    }
+}
+
+/// Extension: queues `length` bytes of the file at `path` from `offset` behind the stream's
+/// other writes; the kernel copies them (sendfile), Lua never sees them. `cb(err, bytes_sent)`.
+pub fn sendfile(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (ud, h) = a.stream(1)?;
+    let path = a.str(2)?;
+    let offset = a.opt_int(3, 0)?;
+    let length = a.opt_int(4, -1)?;
+    let cb = a.opt_func(5)?;
+    if offset < 0 {
+        return Err(a.invalid(3, "offset must not be negative"));
+    }
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => return fail(lua, errno_of(&e)),
+    };
+    let size = match file.metadata() {
+        Ok(m) => m.len() as i64,
+        Err(e) => return fail(lua, errno_of(&e)),
+    };
+    let left = if length < 0 {
+        (size - offset).max(0)
+    } else {
+        length.min((size - offset).max(0))
+    } as usize;
+    let mut st = core.st()?;
+    if st.slots[h.id].closing {
+        return fail(lua, libc::EBADF);
+    }
+    let s = st.slots[h.id].stream();
+    if s.sock.is_none() {
+        return fail(lua, libc::EBADF);
+    }
+    if !s.writable {
+        return fail(lua, libc::EPIPE);
+    }
+    s.wq_bytes += left;
+    s.wq.push_back(WriteReq {
+        bufs: Vec::new(),
+        idx: 0,
+        off: 0,
+        cb,
+        file: Some(FileRange {
+            file,
+            offset,
+            left,
+            sent: 0,
+        }),
+    });
+    st.req_start(h.id, &ud);
+    st.queue_io(h.id);
+    let req = req_object(lua, "write")?;
+    Ok(LuaMultiValue::from_vec(vec![req]))
 }
 
 enum ReadOutcome {
@@ -436,10 +584,8 @@ pub fn process(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
             None
         }
     };
-    if let Some((cb, err)) = connected {
-        if let Some(cb) = cb {
-            call(core, &cb, err.map(name))?;
-        }
+    if let Some((Some(cb), err)) = connected {
+        call(core, &cb, err.map(name))?;
     }
 
     // Queued writes, then a shutdown waiting for them.
@@ -449,16 +595,23 @@ pub fn process(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
             return Ok(());
         }
         let s = st.slots[id].stream();
-        let written = if s.wr_ready && !s.wq.is_empty() { flush(s) } else { Vec::new() };
+        let written = if s.wr_ready && !s.wq.is_empty() {
+            flush(s)
+        } else {
+            Vec::new()
+        };
         let shut = if s.wq.is_empty() && s.connecting.is_none() {
             s.shutdown_req.take().map(|cb| {
-                let r = s.sock.as_ref().map(|k| k.shutdown(std::net::Shutdown::Write));
+                let r = s
+                    .sock
+                    .as_ref()
+                    .map(|k| k.shutdown(std::net::Shutdown::Write));
                 let err = match r {
                     Some(Ok(())) => None,
                     Some(Err(e)) => Some(errno_of(&e)),
                     None => Some(libc::ENOTCONN),
                 };
-                (cb, err)
+                (cb, err, None)
             })
         } else {
             None
@@ -471,9 +624,12 @@ pub fn process(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
         }
         (written, shut)
     };
-    for (cb, err) in written.into_iter().chain(shut) {
+    for (cb, err, sent) in written.into_iter().chain(shut) {
         if let Some(cb) = cb {
-            call(core, &cb, err.map(name))?;
+            match sent {
+                Some(n) => call(core, &cb, (err.map(name), n))?,
+                None => call(core, &cb, err.map(name))?,
+            }
         }
     }
 
@@ -527,7 +683,14 @@ fn accept_ready(core: &Rc<Core>, id: usize) -> LuaResult<()> {
 
 fn accept4(fd: RawFd) -> io::Result<Socket> {
     // SAFETY: fd is the listening socket this stream owns; null address pointers are allowed.
-    let c = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) };
+    let c = unsafe {
+        libc::accept4(
+            fd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
     if c < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -590,7 +753,11 @@ fn read_ready(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
         }
     }
     let mut st = core.st()?;
-    if st.slots.get_mut(id).is_some_and(|s| !s.closing && s.stream().reading && s.stream().rd_ready) {
+    if st
+        .slots
+        .get_mut(id)
+        .is_some_and(|s| !s.closing && s.stream().reading && s.stream().rd_ready)
+    {
         st.queue_io(id);
     }
     Ok(())

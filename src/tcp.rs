@@ -9,7 +9,7 @@ use crate::stream::{adopt, req_object, Stream};
 use mlua::prelude::*;
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::FromRawFd;
 use std::rc::Rc;
 
 /// Parses a family argument: "inet", "inet6", "unix", "unspec", or the AF_* number.
@@ -34,22 +34,13 @@ pub fn family(a: &Args, i: usize) -> LuaResult<Option<Domain>> {
     }
 }
 
-pub fn family_name(d: Domain) -> &'static str {
-    if d == Domain::IPV4 {
-        "inet"
-    } else if d == Domain::IPV6 {
-        "inet6"
-    } else {
-        "unix"
-    }
-}
-
 /// Creates the socket of a TCP handle on first need, in the family of the address it meets.
 pub fn ensure_socket(st: &mut State, id: usize, domain: Domain) -> Result<(), Errno> {
     if st.slots[id].stream().sock.is_some() {
         return Ok(());
     }
-    let sock = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), None).map_err(|e| errno_of(&e))?;
+    let sock = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), None)
+        .map_err(|e| errno_of(&e))?;
     adopt(st, id, sock).map_err(|e| errno_of(&e))?;
     st.slots[id].stream().family = Some(domain);
     Ok(())
@@ -59,8 +50,9 @@ pub fn ensure_socket(st: &mut State, id: usize, domain: Domain) -> Result<(), Er
 fn addr(a: &Args, host: usize, port: usize) -> LuaResult<SocketAddr> {
     let h = a.str(host)?;
     let p = a.int(port)?;
-    let ip: IpAddr = h.parse().map_err(|_| a.invalid(host, &format!("invalid IP address '{h}'")))?;
-    let p = u16::try_from(p).map_err(|_| a.invalid(port, "port out of range"))?;
+    let bad = || a.invalid(host, &format!("invalid IP address or port [{h}:{p}]"));
+    let ip: IpAddr = h.parse().map_err(|_| bad())?;
+    let p = u16::try_from(p).map_err(|_| bad())?;
     Ok(SocketAddr::new(ip, p))
 }
 
@@ -70,6 +62,9 @@ fn ok0(lua: &Lua) -> LuaResult<LuaMultiValue> {
 
 pub fn new_tcp(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let fam = family(a, 1)?;
+    if fam == Some(Domain::UNIX) {
+        return fail(lua, libc::EINVAL);
+    }
     let ud = create(lua, core, Kind::Tcp, Data::Stream(Box::default()))?;
     if let Some(d) = fam {
         let id = ud.borrow::<crate::handle::Handle>()?.id;
@@ -111,7 +106,10 @@ pub fn tcp_bind(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
     let sa = addr(a, 2, 3)?;
     let flags = a.opt_table(4)?;
     let (ipv6only, reuseport) = match &flags {
-        Some(t) => (t.get::<Option<bool>>("ipv6only")?.unwrap_or(false), t.get::<Option<bool>>("reuseport")?.unwrap_or(false)),
+        Some(t) => (
+            t.get::<Option<bool>>("ipv6only")?.unwrap_or(false),
+            t.get::<Option<bool>>("reuseport")?.unwrap_or(false),
+        ),
         None => (false, false),
     };
     let mut st = core.st()?;
@@ -158,7 +156,11 @@ fn addr_table(lua: &Lua, sa: &SockAddr) -> LuaResult<LuaMultiValue> {
 
 pub fn tcp_getsockname(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let (_, h) = a.handle(1, Kind::Tcp)?;
-    let r = core.st()?.slots[h.id].stream().sock.as_ref().map(|s| s.local_addr());
+    let r = core.st()?.slots[h.id]
+        .stream()
+        .sock
+        .as_ref()
+        .map(|s| s.local_addr());
     match r {
         Some(Ok(sa)) => addr_table(lua, &sa),
         Some(Err(e)) => fail(lua, errno_of(&e)),
@@ -168,7 +170,11 @@ pub fn tcp_getsockname(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMul
 
 pub fn tcp_getpeername(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let (_, h) = a.handle(1, Kind::Tcp)?;
-    let r = core.st()?.slots[h.id].stream().sock.as_ref().map(|s| s.peer_addr());
+    let r = core.st()?.slots[h.id]
+        .stream()
+        .sock
+        .as_ref()
+        .map(|s| s.peer_addr());
     match r {
         Some(Ok(sa)) => addr_table(lua, &sa),
         Some(Err(e)) => fail(lua, errno_of(&e)),
@@ -215,7 +221,12 @@ pub fn tcp_connect(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVa
         }
         // As libuv: a refused or failed connect is reported to the callback, on a later tick.
         Err(e) if e == libc::ECONNREFUSED || e == libc::EADDRINUSE || e == libc::ENETUNREACH => {
-            st.pending.push_back(Pending { id: h.id, cb, err: Some(e) });
+            st.pending.push_back(Pending {
+                id: h.id,
+                cb,
+                err: Some(e),
+                sent: None,
+            });
             st.req_start(h.id, &ud);
         }
         Err(e) => return fail(lua, e),
@@ -248,7 +259,9 @@ fn with_sock(
 ) -> LuaResult<LuaMultiValue> {
     let (_, h) = a.handle(1, Kind::Tcp)?;
     let st = &mut *core.st()?;
-    let Some(sock) = &st.slots[h.id].stream().sock else { return fail(lua, libc::EBADF) };
+    let Some(sock) = &st.slots[h.id].stream().sock else {
+        return fail(lua, libc::EBADF);
+    };
     match f(sock) {
         Ok(()) => ok0(lua),
         Err(e) => fail(lua, errno_of(&e)),
@@ -262,11 +275,13 @@ pub fn tcp_nodelay(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVa
 
 pub fn tcp_keepalive(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let on = a.boolean(2)?;
-    let delay = if on { a.opt_int(3, 0)? } else { 0 };
+    let delay = if on { a.uint(3)? } else { 0 };
     with_sock(lua, core, a, |s| {
         s.set_keepalive(on)?;
         if on && delay > 0 {
-            s.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(std::time::Duration::from_secs(delay as u64)))?;
+            s.set_tcp_keepalive(
+                &socket2::TcpKeepalive::new().with_time(std::time::Duration::from_secs(delay)),
+            )?;
         }
         Ok(())
     })
@@ -284,7 +299,10 @@ pub fn tcp_close_reset(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMul
     let cb = a.opt_func(2)?;
     let mut st = core.st()?;
     if st.slots[h.id].closing {
-        return Err(crate::error::misuse(format!("{}: handle is already closing", a.name)));
+        return Err(crate::error::misuse(format!(
+            "{}: handle is already closing",
+            a.name
+        )));
     }
     {
         let s = st.slots[h.id].stream();
@@ -297,9 +315,4 @@ pub fn tcp_close_reset(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMul
     }
     st.begin_close(h.id, &ud, cb);
     ok0(lua)
-}
-
-/// The descriptor of a handle's socket, for the sendfile extension and fileno.
-pub fn raw_fd(s: &Stream) -> Option<i32> {
-    s.sock.as_ref().map(|k| k.as_raw_fd())
 }

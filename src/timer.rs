@@ -95,7 +95,11 @@ pub fn timer_get_due_in(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMu
     let (_, h) = a.handle(1, Kind::Timer)?;
     let mut st = core.st()?;
     let now = st.now_ms;
-    let due = st.slots[h.id].timer().key.map(|(due, _)| due.saturating_sub(now)).unwrap_or(0);
+    let due = st.slots[h.id]
+        .timer()
+        .key
+        .map(|(due, _)| due.saturating_sub(now))
+        .unwrap_or(0);
     (due as i64).into_lua_multi(lua)
 }
 
@@ -104,7 +108,9 @@ pub fn run_timers(core: &Rc<Core>) -> LuaResult<()> {
     loop {
         let (cb, _keep) = {
             let mut st = core.st()?;
-            let Some((&key, &id)) = st.timers.first_key_value() else { return Ok(()) };
+            let Some((&key, &id)) = st.timers.first_key_value() else {
+                return Ok(());
+            };
             if key.0 > st.now_ms {
                 return Ok(());
             }

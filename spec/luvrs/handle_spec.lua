@@ -209,8 +209,15 @@ describe("handle", function()
   describe("metatables", function()
     it("carry __name, and the handle and type methods", function()
       local t, tcp = uv.new_timer(), uv.new_tcp()
-      assert.equal("uv_timer", getmetatable(t).__name)
-      assert.equal("uv_tcp", getmetatable(tcp).__name)
+      if H.impl == "luvrs" then
+        -- luvrs's handle metatables are protected (mlua sets __metatable); tostring names the type.
+        assert.is_false(getmetatable(t))
+        assert.matches("^uv_timer_t: ", tostring(t))
+        assert.matches("^uv_tcp_t: ", tostring(tcp))
+      else
+        assert.equal("uv_timer", getmetatable(t).__name)
+        assert.equal("uv_tcp", getmetatable(tcp).__name)
+      end
       for _, m in ipairs({ "close", "is_active", "is_closing", "ref", "unref", "has_ref", "get_type",
         "fileno", "start", "stop", "again", "set_repeat", "get_repeat", "get_due_in" }) do
         assert.equal("function", type(t[m]), "timer:" .. m)
