@@ -850,6 +850,18 @@ describe("websocket protocol", function()
       assert.equal(1007, close_code(list[#list]))
     end)
 
+    it("sends uncompressed frames when the primitive has no deflater for the agreed window", function()
+      local uv = fake_uv()
+      uv.new_deflate = function() return nil, "ENOTSUP: window_bits 15 only", "ENOTSUP" end
+      local c, head = open { uv = uv, headers = {
+        { "sec-websocket-extensions", "permessage-deflate; server_max_window_bits=10" } } }
+      assert.truthy(head:find("permessage-deflate; server_max_window_bits=10", 1, true))
+      c.send(frames.TEXT, compress("in"), true, true)
+      local _, list = c.output()
+      assert.is_false(list[1].rsv1)
+      assert.equal("in", list[1].payload)
+    end)
+
     it("rejects RSV1 on a continuation frame with 1002", function()
       local c = open { uv = fake_uv(), headers = OFFER }
       c.send(frames.BINARY, "x", false, true)

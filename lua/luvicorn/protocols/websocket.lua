@@ -430,8 +430,8 @@ local function make_send(self)
       if state ~= "open" then return nil, "disconnected" end
       local rsv1 = false
       if self.codec then
-        data = self.codec:compress(data)
-        rsv1 = true
+        local z = self.codec:compress(data)
+        if z then data, rsv1 = z, true end
       end
       send_frame(self, opcode, data, rsv1)
       if queue_size(self) > self.high_water then
