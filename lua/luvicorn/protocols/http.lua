@@ -59,6 +59,14 @@ local STATUS_LINE = setmetatable({}, {
 })
 
 local TOKEN = "^[!#$%%&'*+%-.^_`|~%w]+$"
+-- "content-length: N\r\n" for the lengths seen, up to a bound (hello-world bodies hit it every time)
+local CL_LINE = setmetatable({}, {
+  __index = function(t, n)
+    local line = "content-length: " .. n .. "\r\n"
+    if n <= 16384 then t[n] = line end
+    return line
+  end,
+})
 local CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
 local EXT_PLAIN = { ["http.response.pathsend"] = {} }
 local EXT_TRAILERS = { ["http.response.pathsend"] = {}, ["http.response.trailers"] = {} }
@@ -442,34 +450,24 @@ function Protocol:start_request(method, target, minor, headers)
     extensions = trailers_ok and EXT_TRAILERS or EXT_PLAIN,
   }
   local has_body = chunked or (cl and cl > 0)
+  -- Every field a cycle will ever hold is set here: adding keys later would grow (rehash) the table,
+  -- and this constructor runs once per request.
   local cycle = setmetatable({
-    proto = self,
-    app = ctx.app,
-    scope = scope,
-    method = method,
-    target = target,
-    http_version = http_version,
-    is_head = method == "HEAD",
-    keep_alive = keep_alive,
-    expect_100 = expect and has_body or false,
-    trailers_ok = trailers_ok,
+    proto = self, app = ctx.app, scope = scope, co = false, receive = false, send = false,
+    method = method, target = target, http_version = http_version,
+    is_head = method == "HEAD", keep_alive = keep_alive,
+    expect_100 = expect and has_body or false, trailers_ok = trailers_ok or false,
     -- request body
     chunked = chunked,
     remaining = chunked and 0 or (cl or 0), -- bytes of the current chunk / of the body still to read
-    chunk_state = "size",
-    body_total = 0,
-    chunks = {},
-    nchunks = 0,
-    body_bytes = 0,
-    body_done = not has_body,
-    final_delivered = false,
-    discard = false,
+    chunk_state = "size", body_total = 0, chunks = false, nchunks = 0, body_bytes = 0,
+    body_done = not has_body, final_delivered = false, discard = false,
     -- response
-    response_started = false,
-    response_complete = false,
-    disconnected = false,
-    waiting = nil,
-    t0 = ctx.log.access_enabled and ctx.hrtime and ctx.hrtime() or nil,
+    response_started = false, response_complete = false, disconnected = false, waiting = false,
+    t0 = ctx.log.access_enabled and ctx.hrtime and ctx.hrtime() or false,
+    status = 0, cl = false, sent = 0, no_body = false, want_trailers = false, hdrs = "",
+    head_sent = false, chunked_out = false, app_connection = false, body_finished = false,
+    app_finished = false, trailer_started = false,
   }, Cycle)
   cycle.receive = function() return cycle:receive_event() end
   cycle.send = function(event) return cycle:send_event(event) end
@@ -504,7 +502,12 @@ local function deliver(self, cycle, data)
   if cycle.discard then return true end
   local k = cycle.nchunks + 1
   cycle.nchunks = k
-  cycle.chunks[k] = data
+  local chunks = cycle.chunks
+  if not chunks then
+    chunks = {}
+    cycle.chunks = chunks
+  end
+  chunks[k] = data
   cycle.body_bytes = cycle.body_bytes + n
   return true
 end
@@ -684,7 +687,7 @@ function Cycle:receive_event()
     if n > 0 or (self.body_done and not self.final_delivered) then
       local body
       if n == 1 then body = self.chunks[1] elseif n == 0 then body = "" else body = concat(self.chunks, "", 1, n) end
-      if n > 0 then self.chunks = {} end
+      if n > 0 then self.chunks = false end
       self.nchunks = 0
       self.body_bytes = 0
       local more = not self.body_done
@@ -697,7 +700,7 @@ function Cycle:receive_event()
     end
     self.waiting = "receive"
     co_yield()
-    self.waiting = nil
+    self.waiting = false
   end
 end
 
@@ -709,7 +712,7 @@ local function wait_drain(self)
     proto.want_drain = true
     self.waiting = "send"
     co_yield()
-    self.waiting = nil
+    self.waiting = false
   end
 end
 
@@ -727,7 +730,8 @@ function Cycle:start(event)
   if headers == nil then headers = {} elseif type(headers) ~= "table" then
     bad("http.response.start 'headers' must be an array of {name, value} pairs", 3)
   end
-  local parts, n = { STATUS_LINE[status], "" }, 2
+  -- the app's header lines as one string: a concatenation per header beats a parts table and its growth
+  local hdrs = ""
   local cl
   for i = 1, #headers do
     local h = headers[i]
@@ -754,11 +758,9 @@ function Cycle:start(event)
     elseif lname == "transfer-encoding" then
       bad("transfer-encoding is chosen by the server", 3)
     end
-    parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = name, ": ", value, "\r\n"
-    n = n + 4
+    hdrs = hdrs .. name .. ": " .. value .. "\r\n"
   end
-  self.head_parts = parts
-  self.head_n = n
+  self.hdrs = hdrs
   self.response_started = true
   self.status = status
   self.cl = cl
@@ -769,41 +771,33 @@ function Cycle:start(event)
   return true
 end
 
--- Finishes the head: framing headers chosen from what we know at the first body event.
-function Cycle:build_head(first_len, final)
-  local parts, n = self.head_parts, self.head_n
-  parts[2] = head_prefix(self.proto.ctx)
+-- Finishes the head: framing headers chosen from what we know at the first body event. A small body
+-- joins the head in the same string (one allocation, one write); the second result says so.
+function Cycle:build_head(first_len, final, body)
+  local framing, conn = "", ""
   if self.no_body then
-    if self.is_head and not self.cl and final and first_len > 0 then
-      n = n + 1
-      parts[n] = "content-length: " .. first_len .. "\r\n"
-    end
+    if self.is_head and not self.cl and final and first_len > 0 then framing = CL_LINE[first_len] end
   elseif self.cl then -- luacheck: ignore 542
   elseif final and not self.want_trailers then
     self.cl = first_len
-    n = n + 1
-    parts[n] = "content-length: " .. first_len .. "\r\n"
+    framing = CL_LINE[first_len]
   elseif self.http_version == "1.1" then
     self.chunked_out = true
-    n = n + 1
-    parts[n] = "transfer-encoding: chunked\r\n"
+    framing = "transfer-encoding: chunked\r\n"
   else
     self.keep_alive = false -- HTTP/1.0 streaming: the end of the connection ends the body
   end
   if not self.keep_alive then
-    if not self.app_connection then
-      n = n + 1
-      parts[n] = "connection: close\r\n"
-    end
+    if not self.app_connection then conn = "connection: close\r\n" end
   elseif self.http_version == "1.0" and not self.app_connection then
-    n = n + 1
-    parts[n] = "connection: keep-alive\r\n"
+    conn = "connection: keep-alive\r\n"
   end
-  n = n + 1
-  parts[n] = "\r\n"
-  self.head_parts = nil
   self.head_sent = true
-  return concat(parts, "", 1, n)
+  local status_line, prefix = STATUS_LINE[self.status], head_prefix(self.proto.ctx)
+  if body and first_len <= 16384 and not self.no_body and not self.chunked_out then
+    return status_line .. prefix .. self.hdrs .. framing .. conn .. "\r\n" .. body, true
+  end
+  return status_line .. prefix .. self.hdrs .. framing .. conn .. "\r\n", false
 end
 
 function Cycle:body(event)
@@ -824,7 +818,8 @@ function Cycle:body(event)
   end
   local len = #body
   local proto = self.proto
-  local head = not self.head_sent and self:build_head(len, not more) or nil
+  local head, merged
+  if not self.head_sent then head, merged = self:build_head(len, not more, body) end
   local cl = self.cl
   if cl and not self.no_body then
     local sent = self.sent + len
@@ -855,7 +850,7 @@ function Cycle:body(event)
       transport:write(last)
     end
   elseif head then
-    if len > 0 then transport:write({ head, body }) else transport:write(head) end
+    if merged or len == 0 then transport:write(head) else transport:write({ head, body }) end
   elseif len > 0 then
     transport:write(body)
   end
@@ -924,7 +919,7 @@ function Cycle:pathsend(event)
     bad("http.response.pathsend: content-length differs from the file size", 3)
   end
   self.want_trailers = false
-  local head = self:build_head(size, true)
+  local head = self:build_head(size, true, nil)
   local proto = self.proto
   local transport = proto.transport
   transport:write(head)
@@ -940,7 +935,7 @@ function Cycle:pathsend(event)
     while not done and not self.disconnected do
       self.waiting = "send"
       co_yield()
-      self.waiting = nil
+      self.waiting = false
     end
     if failure then
       proto:abort()
@@ -997,7 +992,7 @@ function Protocol:response_complete(cycle)
     return
   else
     cycle.discard = true
-    cycle.chunks, cycle.nchunks, cycle.body_bytes = {}, 0, 0
+    cycle.chunks, cycle.nchunks, cycle.body_bytes = false, 0, 0
     self.deadline = ctx.clock() + ctx.head_ms
     self.deadline_kind = "body"
   end
