@@ -839,6 +839,18 @@ describe("websocket protocol", function()
       assert.equal(1009, close_code(list[#list]))
     end)
 
+    it("accepts a compressed payload a little over --ws-max-size when it inflates within it", function()
+      local c = open { uv = fake_uv(), headers = OFFER, config = { ws_max_size = 100 } }
+      local z = compress(string.rep("r", 100))
+      assert.is_true(#z > 100)
+      c.send(frames.BINARY, z, true, true)
+      assert.equal(string.rep("r", 100), c.events[2].bytes)
+      c.send(frames.BINARY, string.rep("\0", 1200), true, true)
+      local _, list = c.output()
+      assert.equal(1009, close_code(list[#list]))
+      assert.is_true(c.tr.closed) -- refused from the frame header
+    end)
+
     it("closes with 1007 for invalid UTF-8 after decompression and for corrupt data", function()
       local c = open { uv = fake_uv(), headers = OFFER }
       c.send(frames.TEXT, compress("\xff"), true, true)

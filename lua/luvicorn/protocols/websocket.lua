@@ -319,7 +319,12 @@ end
 local function process(self)
   while self.state == "open" or self.state == "closing" do
     local parser = self.parser
-    parser.limit = self.max_size - (self.msg_opcode and self.msg_size or 0)
+    if self.msg_opcode then
+      local left = (self.msg_compressed and self.max_compressed or self.max_size) - self.msg_size
+      parser.limit, parser.limit_rsv1 = left, left
+    else
+      parser.limit, parser.limit_rsv1 = self.max_size, self.max_compressed
+    end
     local f, code, msg = parser:next()
     if not f then
       if code then fail(self, code, msg, false) end
@@ -632,6 +637,9 @@ function websocket.upgrade(opts)
     peer = client and ((client[1] or "?") .. ":" .. tostring(client[2] or "?")) or "-",
     max_size = math.floor(num(config, "ws_max_size")),
     max_queue = math.max(1, math.floor(num(config, "ws_max_queue"))),
+    -- DEFLATE can expand incompressible data slightly (a few bytes per block): a compressed message may
+    -- be this much larger than --ws-max-size, which still bounds what it inflates to.
+    max_compressed = math.floor(num(config, "ws_max_size")) + math.floor(num(config, "ws_max_size")) // 64 + 1024,
     ping_interval = num(config, "ws_ping_interval") * 1000,
     ping_timeout = num(config, "ws_ping_timeout") * 1000,
     close_timeout = num(config, "ws_close_timeout") * 1000,

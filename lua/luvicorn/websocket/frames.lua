@@ -175,11 +175,12 @@ end
 ---@field require_mask boolean
 ---@field allow_rsv1 boolean
 ---@field limit integer largest data-frame payload accepted right now
+---@field limit_rsv1 integer the same for a frame with RSV1 (compressed data may be a little larger)
 local Parser = { __name = "luvicorn.websocket.Parser" }
 Parser.__index = Parser
 
 ---Creates a frame parser. Bytes go in with feed(); frames come out of next().
----@param opts? {require_mask?: boolean, allow_rsv1?: boolean, limit?: integer}
+---@param opts? {require_mask?: boolean, allow_rsv1?: boolean, limit?: integer, limit_rsv1?: integer}
 ---@return luvicorn.websocket.Parser
 function frames.new_parser(opts)
   opts = opts or {}
@@ -188,6 +189,7 @@ function frames.new_parser(opts)
     require_mask = opts.require_mask ~= false,
     allow_rsv1 = opts.allow_rsv1 or false,
     limit = opts.limit or math.maxinteger,
+    limit_rsv1 = opts.limit_rsv1 or opts.limit or math.maxinteger,
     buf = "", pos = 1,     -- the string being consumed and the next unread byte in it
     pending = {}, np = 0,  -- chunks received after buf, not merged yet
     avail = 0,             -- unread bytes in buf and pending together
@@ -264,7 +266,7 @@ function Parser:next()
     len = sunpack(">i8", buf, pos + 2)
     if len < 0 then return nil, frames.PROTOCOL_ERROR, "payload length has its most significant bit set" end
   end
-  if not control and len > self.limit then
+  if not control and len > (rsv1 and self.limit_rsv1 or self.limit) then
     return nil, frames.TOO_BIG, ("message over the %d-byte limit"):format(self.limit)
   end
   if masked then hlen = hlen + 4 end
