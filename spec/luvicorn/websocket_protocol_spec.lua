@@ -267,7 +267,7 @@ describe("websocket protocol", function()
       assert.truthy(errs[6]:find("accept after the handshake", 1, true))
       assert.truthy(errs[7]:find("exactly one of text or bytes", 1, true))
       assert.truthy(errs[8]:find("valid UTF%-8"))
-      assert.truthy(errs[9]:find("code must be an integer", 1, true))
+      assert.truthy(errs[9]:find("code must be 1000..1003, 1007..1014 or 3000..4999", 1, true))
     end)
 
     it("keeps bytes that arrived with the head and handles them after accept", function()
@@ -687,6 +687,32 @@ describe("websocket protocol", function()
       queue = 0
       t.fn()
       assert.is_true(waited)
+    end)
+
+    it("wakes every coroutine waiting in send when the queue drains", function()
+      local queue, done = 1 << 20, {}
+      local send_fn
+      local c = connect {
+        queue = function() return queue end,
+        app = function(_, receive, send)
+          receive()
+          send { type = "websocket.accept" }
+          send_fn = send
+          local helper = coroutine.create(function()
+            send { type = "websocket.send", text = "from a helper" }
+            done[#done + 1] = "helper"
+          end)
+          coroutine.resume(helper)
+          send { type = "websocket.send", text = "from the app" }
+          done[#done + 1] = "app"
+        end,
+      }
+      assert.is_function(send_fn)
+      assert.same({}, done)
+      queue = 0
+      c.proto:drained()
+      table.sort(done)
+      assert.same({ "app", "helper" }, done)
     end)
 
     it("returns nil, 'disconnected' to a waiting sender when the connection drops", function()

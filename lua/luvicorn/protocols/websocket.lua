@@ -82,12 +82,12 @@ local function wake_receiver(self)
   end
 end
 
-local function wake_sender(self)
-  local co = self.sender
-  if co then
-    self.sender = nil
-    resume(self, co)
-  end
+-- Wakes every coroutine waiting in send() for the write queue to drain (an app may send from several).
+local function wake_senders(self)
+  local list = self.senders
+  if #list == 0 then return end
+  self.senders = {}
+  for i = 1, #list do resume(self, list[i]) end
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ local function close_transport(self, abort)
     if abort and tr.abort then tr:abort() else tr:close() end
   end
   if self.on_close then self.on_close(self) end
-  wake_sender(self)
+  wake_senders(self)
   wake_receiver(self)
 end
 
@@ -440,7 +440,9 @@ local function make_send(self)
       end
       send_frame(self, opcode, data, rsv1)
       if queue_size(self) > self.high_water then
-        self.sender = coroutine.running()
+        local co, main = coroutine.running()
+        if main then error("send: must be called inside a coroutine", 2) end
+        self.senders[#self.senders + 1] = co
         watch_drain(self)
         coroutine.yield()
         if self.state ~= "open" and self.state ~= "closing" then return nil, "disconnected" end
@@ -456,8 +458,8 @@ local function make_send(self)
       return true
     elseif t == "websocket.close" then
       local code, reason = ev.code, ev.reason
-      if code ~= nil and (math.type(code) ~= "integer" or code < 1000 or code > 4999) then
-        error("send: websocket.close code must be an integer 1000..4999", 2)
+      if code ~= nil and (math.type(code) ~= "integer" or not frames.valid_close_code(code)) then
+        error("send: websocket.close code must be 1000..1003, 1007..1014 or 3000..4999", 2)
       end
       if reason ~= nil and (type(reason) ~= "string" or not utf8.len(reason)) then
         error("send: websocket.close reason must be a UTF-8 string", 2)
@@ -648,6 +650,7 @@ function websocket.upgrade(opts)
     drain_poll = num(config, "ws_drain_poll"),
     state = "handshake",
     queue = { { type = "websocket.connect" } }, qh = 1, qn = 1,
+    senders = {},
     parser = frames.new_parser { require_mask = true },
     ping_count = 0,
     msg_size = 0,
@@ -709,7 +712,7 @@ function P:drained()
     self.pause_write = false
     update_reading(self)
   end
-  wake_sender(self)
+  wake_senders(self)
 end
 
 ---Fires the deadlines that are due: keepalive pings, the pong timeout (close 1011), the close-handshake
