@@ -445,17 +445,23 @@ function Router:__call(scope, receive, send)
   if scope.router == nil then scope.router = self end
   if t == "lifespan" then return self:lifespan(scope, receive, send) end
   local partial, partial_child
+  local allow, allowed = {}, {}
   for _, r in ipairs(self.routes) do
     local m, child = r:matches(scope)
     if m == FULL then
       merge(scope, child)
       return r:handle(scope, receive, send)
-    elseif m == PARTIAL and not partial then
-      partial, partial_child = r, child
+    elseif m == PARTIAL then
+      if not partial then partial, partial_child = r, child end
+      -- Allow lists the methods of every route at this path, not only the first one's.
+      for _, method in ipairs(r.method_list or {}) do
+        if not allowed[method] then allowed[method] = true; allow[#allow + 1] = method end
+      end
     end
   end
   if partial then
     merge(scope, partial_child)
+    if #allow > 0 then return method_not_allowed(scope, receive, send, table.concat(allow, ", ")) end
     return partial:handle(scope, receive, send)
   end
   local rp = M.route_path(scope)

@@ -18,7 +18,8 @@ describe("examples.app", function()
   end)
 
   it("creates a note from the form, redirects to it and escapes its text", function()
-    local r = client:post("/notes", { data = { title = "<b>Shop</b>", body = "milk & eggs" }, follow_redirects = false })
+    local r = client:post("/notes", { data = { title = "<b>Shop</b>", body = "milk & eggs" },
+                                      follow_redirects = false })
     assert.equal(303, r.status)
     assert.equal("http://testserver/notes/1", r.headers:get("location"))
     assert.matches("^last_note=1;", r.headers:get("set-cookie"))

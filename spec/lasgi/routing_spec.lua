@@ -54,6 +54,10 @@ describe("lasgi.routing", function()
     assert.equal("Not Found", client:get("/nothing").text)
     -- a route earlier in the list that only differs by method does not hide a later full match
     assert.equal(200, client:post("/items").status)
+    -- Allow lists the methods of every route at that path
+    r = client:put("/items")
+    assert.equal(405, r.status)
+    assert.equal("GET, HEAD, POST", r.headers:get("allow"))
   end)
 
   it("allows HEAD wherever GET is allowed, without a body", function()
