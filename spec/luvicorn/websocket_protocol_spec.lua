@@ -357,6 +357,58 @@ describe("websocket protocol", function()
     end)
   end)
 
+  describe("random framing", function()
+    it("delivers random messages intact whatever the fragmentation and read chunking", function()
+      math.randomseed(6455)
+      for _ = 1, 30 do
+        local c = open()
+        local wire, want, pings = {}, {}, {}
+        for m = 1, math.random(1, 8) do
+          local text = math.random() < 0.5
+          local parts = {}
+          for i = 1, math.random(1, 300) do
+            parts[i] = text and utf8.char(math.random(0x20, 0x2FF), math.random(0x1F600, 0x1F64F))
+              or string.char(math.random(0, 255))
+          end
+          local msg = table.concat(parts)
+          want[m] = { text = text, msg = msg }
+          -- Cut the message anywhere (even inside a UTF-8 sequence) into 1..4 fragments.
+          local cuts, pos = {}, 1
+          for _ = 1, math.random(0, 3) do cuts[#cuts + 1] = math.random(pos, #msg + 1); pos = cuts[#cuts] end
+          cuts[#cuts + 1] = #msg + 1
+          local start = 1
+          for k, cut in ipairs(cuts) do
+            local op = k == 1 and (text and frames.TEXT or frames.BINARY) or frames.CONTINUATION
+            wire[#wire + 1] = frames.encode(op, msg:sub(start, cut - 1), k == #cuts, false, MASK)
+            start = cut
+            if math.random() < 0.3 then
+              local ping = "p" .. #pings
+              pings[#pings + 1] = ping
+              wire[#wire + 1] = frames.encode(frames.PING, ping, true, false, MASK)
+            end
+          end
+        end
+        local bytes = table.concat(wire)
+        local i = 1
+        while i <= #bytes do
+          local n = math.random(1, 200)
+          c.proto:data_received(bytes:sub(i, i + n - 1))
+          i = i + n
+        end
+        for m, w in ipairs(want) do
+          local ev = c.events[m + 1]
+          assert.equal(w.msg, w.text and ev.text or ev.bytes)
+        end
+        local _, list = c.output()
+        local pongs = {}
+        for _, f in ipairs(list) do
+          if f.opcode == frames.PONG then pongs[#pongs + 1] = f.payload end
+        end
+        assert.same(pings, pongs)
+      end
+    end)
+  end)
+
   describe("violations", function()
     local function violation(name, bytes, want, opts)
       it(name .. " closes with " .. want, function()
