@@ -688,6 +688,51 @@ describe("luvrs.co", function()
       srv.close()
     end)
 
+    it("cancelling a task blocked in connect releases the attempt and its timer", function()
+      local server = uv.new_tcp()
+      assert(server:bind("127.0.0.1", 0))
+      assert(server:listen(1, function() end))
+      local port = server:getsockname().port
+      go(function()
+        local held, pending = {}, nil
+        for _ = 1, 4 do
+          local t = co.spawn(co.tcp_connect, "127.0.0.1", port, { timeout = 10000 })
+          co.sleep(20)
+          if t:status() == "running" then
+            pending = t
+            break
+          end
+          local _, s = t:result()
+          held[#held + 1] = s
+        end
+        assert.is_truthy(pending, "a connect should be left waiting on the full listen queue")
+        local before = #H.unclosed()
+        assert.is_true(pending:cancel())
+        assert.equal(before - 2, #H.unclosed()) -- its tcp handle and its timeout timer
+        for _, s in ipairs(held) do s:close() end
+      end)
+      server:close()
+    end)
+
+    it("cancelling a task blocked in write releases its send timer and closes its socket", function()
+      local srv = luv_server(function() end) -- never reads
+      go(function()
+        local sock
+        local t = co.spawn(function()
+          sock = assert(co.tcp_connect("127.0.0.1", srv.port))
+          local chunk = string.rep("w", 1024 * 1024)
+          for _ = 1, 256 do assert(sock:write(chunk)) end
+        end)
+        local t0 = uv.hrtime()
+        while not (sock and #sock.wwait > 0) and uv.hrtime() - t0 < 3e9 do co.sleep(5) end
+        assert.equal(1, #sock.wwait)
+        assert.is_true(t:cancel())
+        assert.is_true(sock.closed)
+        assert.equal(0, #sock.wwait)
+      end)
+      srv.close()
+    end)
+
     it("connects to Unix domain sockets", function()
       local path = os.tmpname()
       os.remove(path)
