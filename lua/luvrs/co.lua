@@ -708,6 +708,7 @@ function Socket:write(data)
   new_op(fname)
   if self.closed then return nil, "closed" end
   if self.werr then return nil, self.werr end
+  if type(data) == "table" and #data == 0 then return true end -- libuv asserts on a write of no buffers
   local s = self
   local req, err, name = self.handle:write(data, function(werr)
     s.inflight = s.inflight - 1
