@@ -122,8 +122,16 @@ describe("lasgi.middleware.gzip", function()
   end)
 
   it("really compresses with the loop's deflate (checked by decompressing)", function()
+    -- lasgi uses the loop module already loaded; this spec loads luvrs when it is built (and no luv is loaded).
+    if not loop.get() then
+      local built = io.open("build/luvrs.so", "rb")
+      if built then
+        built:close()
+        pcall(require, "luvrs")
+      end
+    end
     local uv = loop.get()
-    if not (uv and uv.new_deflate) then return pending("the loop module has no new_deflate (luvrs extension)") end
+    if not (uv and uv.new_deflate) then return pending("no loop module with new_deflate (a luvrs extension)") end
     local r = get(app_with(BIG))
     assert.equal("gzip", r.headers:get("content-encoding"))
     assert.is_true(#r.body < #BIG)
