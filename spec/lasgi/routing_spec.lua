@@ -151,6 +151,17 @@ describe("lasgi.routing", function()
     assert.has_error(function() c:get("/") end, "Route: the endpoint returned nil, not a response")
   end)
 
+  it("renders HTTPException from endpoints even without an App", function()
+    local c = lasgi.TestClient(Router{
+      Route("/gone", function() error(lasgi.HTTPException(410, "gone for good")) end),
+      Route("/big", function(req) return req:body({ max_size = 2 }) end, { methods = { "POST" } }),
+    })
+    local r = c:get("/gone")
+    assert.equal(410, r.status)
+    assert.equal("gone for good", r.text)
+    assert.equal(413, c:post("/big", { content = "xyz" }).status)
+  end)
+
   it("adds routes after creation", function()
     local r = Router{}
     r:add_route("/x", text("x")):mount("/m", raw_app)
