@@ -9,9 +9,16 @@ H.uv = require(H.impl)
 local uv = H.uv
 
 -- One guard timer for the whole run: unreferenced, so it never keeps the loop alive by itself, and
--- never closed, so the unclosed-handle check leaves it out.
-local guard = uv.new_timer()
-guard:unref()
+-- never closed, so the unclosed-handle check leaves it out. busted loads this file afresh for each
+-- spec file, so the timer lives in the registry to be shared by every copy.
+local registry = debug.getregistry()
+local guard_key = "spec.helper.guard." .. H.impl
+local guard = registry[guard_key]
+if not guard then
+  guard = uv.new_timer()
+  guard:unref()
+  registry[guard_key] = guard
+end
 H.guard = guard
 
 local timed_out = false

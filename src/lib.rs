@@ -9,6 +9,7 @@ mod error;
 #[path = "loop.rs"]
 mod event_loop;
 mod handle;
+mod http_parser;
 mod misc;
 mod signal;
 mod stream;
@@ -212,6 +213,7 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("loadavg", misc::loadavg),
     // extensions
     ("sendfile", stream::sendfile),
+    ("http_parse_head", http_parser::http_parse_head),
     ("new_deflate", deflate::new_deflate),
     ("new_inflate", deflate::new_inflate),
 ];
