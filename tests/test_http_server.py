@@ -375,6 +375,48 @@ class AppErrorTest(ServerTestCase):
         self.assertEqual(self.curl(self.url("/ok")).stdout, b"fine")
 
 
+class WebSocketUpgradeTest(ServerTestCase):
+    """The HTTP protocol hands `Upgrade: websocket` requests to the WebSocket protocol."""
+
+    def setUp(self):
+        self.app = write_app(self, """
+            return function(scope, receive, send)
+              if scope.type == "http" then
+                send({ type = "http.response.start", status = 200 })
+                send({ type = "http.response.body", body = "plain http" })
+                return
+              end
+              if scope.type ~= "websocket" then error("no lifespan") end
+              assert(receive().type == "websocket.connect")
+              send({ type = "websocket.accept" })
+              local ev = receive()
+              send({ type = "websocket.send", text = "echo: " .. ev.text })
+              send({ type = "websocket.close", code = 1000 })
+            end
+        """)
+        super().setUp()
+
+    def test_upgrade_and_echo(self):
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += s.recv(4096)
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.1 101 "), head)
+            self.assertIn(b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", head)
+            payload = b"hi"
+            mask = b"\x01\x02\x03\x04"
+            s.sendall(b"\x81" + bytes([0x80 | len(payload)]) + mask +
+                      bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+            while len(buf) < 2 or len(buf) < 2 + buf[1]:
+                buf += s.recv(4096)
+            self.assertEqual(buf[0], 0x81)
+            self.assertEqual(buf[2:2 + buf[1]], b"echo: hi")
+        self.assertEqual(self.curl(self.url()).stdout, b"plain http")
+
+
 class UnixSocketTest(unittest.TestCase):
     """--uds and --fd need pipes: they run on the real luv."""
 

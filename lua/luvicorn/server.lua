@@ -162,7 +162,9 @@ function Server:on_connection(listener)
   conn.on_write = function(werr)
     if werr then return end
     local p = conn.proto
-    if p.want_drain and not conn.closing and stream:get_write_queue_size() <= http.LOW_WATER then p:drained() end
+    if (p.want_drain or p.upgraded) and not conn.closing and stream:get_write_queue_size() <= http.LOW_WATER then
+      p:drained()
+    end
   end
   conn.on_shutdown = function()
     if not stream:is_closing() then
@@ -420,6 +422,13 @@ function Server:run()
     date_header = config.date_header,
     headers = config.header,
     state = self.lifespan.state,
+    uv = uv,
+    ws = config.ws,
+    ws_config = {
+      ws_max_size = config.ws_max_size, ws_max_queue = config.ws_max_queue,
+      ws_ping_interval = config.ws_ping_interval, ws_ping_timeout = config.ws_ping_timeout,
+      ws_per_message_deflate = config.ws_per_message_deflate,
+    },
   })
 
   local lok, lerr = self:listen()

@@ -115,6 +115,9 @@ function M.context(opts)
     extra_headers = concat(extra),
     state = opts.state or {},
     server = opts.server,
+    uv = opts.uv,
+    ws = opts.ws or "auto", -- "none" leaves Upgrade: websocket requests to the app as plain HTTP
+    ws_config = opts.ws_config,
     -- counters and caches
     active = 0, -- app calls running
     total = 0, -- requests started
@@ -175,6 +178,7 @@ function M.new(ctx, transport, client, server)
     deadline = ctx.clock() + ctx.head_ms,
     deadline_kind = "head",
     requests = 0,
+    upgraded = false,
   }, Protocol)
   return self
 end
@@ -276,7 +280,9 @@ end
 ---Feeds bytes received from the peer.
 ---@param data string
 function Protocol:data_received(data)
-  if self.state == "closed" then return end
+  local state = self.state
+  if state == "upgraded" then return self.upgraded:data_received(data) end
+  if state == "closed" then return end
   local buf = self.buf
   if buf == "" then self.buf = data else self.buf = buf .. data end
   self:process()
@@ -344,7 +350,7 @@ end
 
 function Protocol:start_request(method, target, minor, headers)
   local ctx = self.ctx
-  local cl, te, conn, host_n, expect, trailers_ok, xfp, xff
+  local cl, te, conn, host_n, expect, trailers_ok, xfp, xff, upgrade
   host_n = 0
   for i = 1, #headers do
     local h = headers[i]
@@ -369,6 +375,8 @@ function Protocol:start_request(method, target, minor, headers)
       xfp = h[2]
     elseif name == "x-forwarded-for" then
       xff = xff and (xff .. "," .. h[2]) or h[2]
+    elseif name == "upgrade" then
+      upgrade = h[2]
     end
   end
   if minor == 1 and host_n == 0 then return self:reject(400, "Missing Host header") end
@@ -449,6 +457,16 @@ function Protocol:start_request(method, target, minor, headers)
     state = state,
     extensions = trailers_ok and EXT_TRAILERS or EXT_PLAIN,
   }
+  if upgrade and ctx.ws ~= "none" and find(lower(upgrade), "websocket", 1, true) then
+    local ws = ctx.websocket
+    if ws == nil then
+      local ok, mod = pcall(require, "luvicorn.protocols.websocket")
+      ws = ok and mod or false
+      ctx.websocket = ws
+      if not ok then ctx.log:warning("WebSocket support unavailable: " .. tostring(mod)) end
+    end
+    if ws then return self:upgrade(ws, scope) end
+  end
   local has_body = chunked or (cl and cl > 0)
   -- Every field a cycle will ever hold is set here: adding keys later would grow (rehash) the table,
   -- and this constructor runs once per request.
@@ -485,6 +503,18 @@ function Protocol:start_request(method, target, minor, headers)
   cycle.co = co
   ctx.active = ctx.active + 1
   self:resume(cycle, cycle)
+end
+
+-- Hands the connection to the WebSocket protocol, which answers the handshake (or rejects it) itself.
+function Protocol:upgrade(ws, scope)
+  local ctx = self.ctx
+  local buffered = self.buf
+  self.buf = ""
+  self.state = "upgraded"
+  self.upgraded = ws.upgrade({
+    scope = scope, transport = self.transport, app = ctx.app, clock = ctx.clock, buffered = buffered,
+    config = ctx.ws_config, uv = ctx.uv, headers = head_prefix(ctx), log = ctx.log,
+  })
 end
 
 local function deliver(self, cycle, data)
@@ -608,6 +638,7 @@ end
 ---The peer will send no more.
 function Protocol:eof_received()
   local state = self.state
+  if state == "upgraded" then return self.upgraded:eof_received() end
   if state == "closed" then return end
   if state == "wait" then
     -- the request is complete: let the response finish, then close
@@ -625,6 +656,10 @@ end
 ---The connection is gone (closed by either side, or failed).
 ---@param err string|nil
 function Protocol:connection_lost(err)
+  if self.state == "upgraded" then
+    self.state = "closed"
+    return self.upgraded:connection_lost(err)
+  end
   self.lost_error = err
   self.state = "closed"
   self.deadline = nil
@@ -637,6 +672,11 @@ end
 
 ---The write queue went back under the low-water mark.
 function Protocol:drained()
+  if self.state == "upgraded" then
+    local ws = self.upgraded
+    if ws.drained then ws:drained() end
+    return
+  end
   self.want_drain = false
   local cycle = self.cycle
   if cycle and cycle.waiting == "send" then self:resume(cycle) end
@@ -646,6 +686,10 @@ end
 ---@param now number milliseconds, same clock as ctx.clock
 ---@return boolean closed
 function Protocol:check_timeout(now)
+  if self.state == "upgraded" then
+    local ws = self.upgraded
+    return ws.check_timeout and ws:check_timeout(now) or false
+  end
   local deadline = self.deadline
   if not deadline or now < deadline or self.state == "closed" then return false end
   if self.deadline_kind == "head" and self.buf ~= "" then
@@ -659,6 +703,7 @@ end
 
 ---Graceful shutdown: idle connections close now, busy ones after their current response.
 function Protocol:shutdown()
+  if self.state == "upgraded" then return self.upgraded:shutdown() end
   if self.state == "closed" then return end
   if self.state == "head" then
     self:close()
