@@ -325,6 +325,11 @@ pub fn write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         }
     }
     if done {
+        if cb.is_none() && err.is_none() {
+            // Nothing will ever observe this request: no need to keep it for the pending phase.
+            let req = req_object(lua, "write")?;
+            return Ok(LuaMultiValue::from_vec(vec![req]));
+        }
         st.pending.push_back(Pending {
             id: h.id,
             cb,
