@@ -265,12 +265,21 @@ function M.help()
       flag = flag .. " / --no-" .. opt.name
     elseif opt.kind == "choice" then
       flag = flag .. " [" .. table.concat(opt.choices, "|") .. "]"
+    elseif opt.kind == "multi" then
+      flag = flag .. " NAME:VALUE"
     elseif opt.kind ~= "flag" then
       flag = flag .. " " .. (opt.kind == "string" and "TEXT" or opt.kind:upper())
     end
     local help = opt.help
-    if opt.default ~= nil and opt.kind ~= "flag" then help = help .. " [default: " .. tostring(opt.default) .. "]" end
-    lines[#lines + 1] = ("  %-44s %s"):format(flag, help)
+    if opt.default ~= nil and opt.default ~= "" and opt.kind ~= "flag" then
+      help = help .. " [default: " .. tostring(opt.default) .. "]"
+    end
+    if #flag > 36 then
+      lines[#lines + 1] = "  " .. flag
+      lines[#lines + 1] = (" "):rep(40) .. help
+    else
+      lines[#lines + 1] = ("  %-37s %s"):format(flag, help)
+    end
   end
   return table.concat(lines, "\n") .. "\n"
 end
