@@ -251,6 +251,11 @@ class NotesAppLuv(unittest.TestCase):
         finally:
             ws.close()
 
+    def test_websocket_unknown_path_rejected(self):
+        ws = WebSocket(self.server.port, "/no-such-socket")
+        ws.sock.close()
+        self.assertEqual(ws.status, 403)
+
 
 @unittest.skipUnless(os.path.exists(os.path.join(ROOT, "build", "luvrs.so")), "build/luvrs.so not built")
 class NotesAppLuvrs(NotesAppLuv):
