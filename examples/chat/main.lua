@@ -136,13 +136,19 @@ local function start_stdin()
   if stdin then return end
   local uv = get_loop()
   local kind = uv.guess_handle and uv.guess_handle(0)
-  if kind == "tty" then
+  stdin = false
+  if kind == "tty" and uv.new_tty then
     stdin = uv.new_tty(0, true)
-  elseif kind == "pipe" then
-    stdin = uv.new_pipe(false)
-    stdin:open(0)
-  else
-    stdin = false -- a file or nothing: no live input to read
+  elseif (kind == "pipe" or kind == nil) and uv.new_pipe then
+    local pipe = uv.new_pipe(false)
+    if pipe:open(0) then
+      stdin = pipe
+    else
+      pipe:close()
+    end
+  end
+  if not stdin then
+    io.stderr:write("chat: not reading stdin (", tostring(kind or "no pipe/tty support in this loop"), ")\n")
     return
   end
   local pending = ""
