@@ -8,6 +8,7 @@ mod deflate;
 mod error;
 #[path = "loop.rs"]
 mod event_loop;
+mod fs;
 mod handle;
 mod http_parser;
 mod misc;
@@ -211,6 +212,12 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("get_total_memory", misc::get_total_memory),
     ("get_free_memory", misc::get_free_memory),
     ("loadavg", misc::loadavg),
+    // file system
+    ("fs_stat", fs::fs_stat),
+    ("fs_lstat", fs::fs_lstat),
+    ("fs_realpath", fs::fs_realpath),
+    ("fs_chmod", fs::fs_chmod),
+    ("fs_unlink", fs::fs_unlink),
     // extensions
     ("sendfile", stream::sendfile),
     ("http_parse_head", http_parser::http_parse_head),

@@ -92,6 +92,8 @@ pub struct State {
     /// The read buffer shared by all streams.
     pub buf: Vec<u8>,
     pub signals: crate::signal::Signals,
+    /// Callbacks with their arguments, due in the next pending phase (fs calls with a callback).
+    deferred: VecDeque<(LuaFunction, Vec<LuaValue>)>,
 }
 
 impl State {
@@ -117,6 +119,7 @@ impl State {
             err_handler: None,
             buf: vec![0; 64 * 1024],
             signals: crate::signal::Signals::default(),
+            deferred: VecDeque::new(),
         })
     }
 
@@ -126,6 +129,12 @@ impl State {
 
     pub fn update_time(&mut self) {
         self.now_ms = self.start.elapsed().as_millis() as u64;
+    }
+
+    /// Queues `cb(args...)` for the next pending phase; it keeps the loop alive until then.
+    pub fn defer(&mut self, cb: LuaFunction, args: Vec<LuaValue>) {
+        self.alive_reqs += 1;
+        self.deferred.push_back((cb, args));
     }
 
     pub fn alive(&self) -> bool {
@@ -195,6 +204,7 @@ impl State {
             || !self.alive()
             || !self.idles.is_empty()
             || !self.pending.is_empty()
+            || !self.deferred.is_empty()
             || !self.closing.is_empty()
             || !self.io_ready.is_empty()
         {
@@ -335,6 +345,14 @@ fn run_phases(lua: &Lua, core: &Rc<Core>, mode: Mode) -> LuaResult<bool> {
 }
 
 fn run_pending(core: &Rc<Core>) -> LuaResult<bool> {
+    let d = core.st()?.deferred.len();
+    for _ in 0..d {
+        let Some((cb, args)) = core.st()?.deferred.pop_front() else {
+            break;
+        };
+        core.st()?.alive_reqs -= 1;
+        call(core, &cb, LuaMultiValue::from_vec(args))?;
+    }
     let n = core.st()?.pending.len();
     for _ in 0..n {
         let (p, _keep) = {
@@ -353,7 +371,7 @@ fn run_pending(core: &Rc<Core>) -> LuaResult<bool> {
             }
         }
     }
-    Ok(n > 0)
+    Ok(n + d > 0)
 }
 
 fn run_watchers(core: &Rc<Core>, kind: Kind) -> LuaResult<()> {
