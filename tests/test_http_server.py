@@ -417,6 +417,52 @@ class WebSocketUpgradeTest(ServerTestCase):
         self.assertEqual(self.curl(self.url()).stdout, b"plain http")
 
 
+class ExtensionsTest(ServerTestCase):
+    def setUp(self):
+        fd, self.file = tempfile.mkstemp(prefix="luvicorn_pathsend_")
+        self.content = os.urandom(3 * 1024 * 1024 + 17)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.content)
+        self.addCleanup(os.remove, self.file)
+        self.app = write_app(self, """
+            local FILE = %r
+            return function(scope, receive, send)
+              if scope.type ~= "http" then error("no lifespan") end
+              if scope.path == "/file" then
+                assert(scope.extensions["http.response.pathsend"])
+                send({ type = "http.response.start", status = 200,
+                       headers = { { "content-type", "application/octet-stream" } } })
+                send({ type = "http.response.pathsend", path = FILE })
+                return
+              end
+              local trailers = scope.extensions["http.response.trailers"] ~= nil
+              send({ type = "http.response.start", status = 200, trailers = trailers })
+              send({ type = "http.response.body", body = "with trailers: " .. tostring(trailers) })
+              if trailers then
+                send({ type = "http.response.trailers", headers = { { "x-checksum", "abc" } } })
+              end
+            end
+        """ % self.file)
+        super().setUp()
+
+    def test_pathsend(self):
+        r = self.curl("-i", self.url("/file"))
+        head, _, body = r.stdout.partition(b"\r\n\r\n")
+        self.assertIn(b"content-length: %d\r\n" % len(self.content), head + b"\r\n")
+        self.assertEqual(body, self.content)
+        # and with HEAD: the length, no body
+        r = self.curl("-I", self.url("/file"))
+        self.assertIn(b"content-length: %d\r\n" % len(self.content), r.stdout)
+
+    def test_trailers_only_with_te_trailers(self):
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n")
+            data = recv_until_closed(s)
+        self.assertIn(b"transfer-encoding: chunked\r\n", data)
+        self.assertTrue(data.endswith(b"\r\n0\r\nx-checksum: abc\r\n\r\n"), data)
+        self.assertEqual(self.curl(self.url()).stdout, b"with trailers: false")
+
+
 class UnixSocketTest(unittest.TestCase):
     """--uds and --fd need pipes: they run on the real luv."""
 

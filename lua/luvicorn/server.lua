@@ -48,7 +48,7 @@ function Conn:write(data)
   if self.closing then return end
   local stream = self.stream
   local try_write = self.uv_try_write
-  if try_write and stream:get_write_queue_size() == 0 then
+  if try_write and self.uv_queue_size(stream) == 0 then
     -- most responses fit in the socket buffer: a synchronous write needs no request and no callback
     local n, err, code = try_write(stream, data)
     if n then
@@ -144,7 +144,9 @@ function Server:on_connection(listener)
   else
     server_addr = listener.addr
   end
-  local conn = setmetatable({ server = self, stream = stream, reading = true, uv_try_write = uv.try_write }, Conn)
+  -- the loop's functions are called directly: a method lookup on a handle costs more than the call
+  local conn = setmetatable({ server = self, stream = stream, reading = true, uv_try_write = uv.try_write,
+    uv_queue_size = uv.stream_get_write_queue_size }, Conn)
   if uv.sendfile then conn.sendfile = conn_sendfile end
   local proto = http.new(self.ctx, conn, client, server_addr)
   conn.proto = proto
@@ -431,7 +433,8 @@ function Server:run()
     },
   })
 
-  local lok, lerr = self:listen()
+  local pok, lok, lerr = pcall(self.listen, self)
+  if not pok then lok, lerr = false, lok end
   if not lok then
     log:error(lerr)
     self:close_listeners()

@@ -179,6 +179,8 @@ function M.new(ctx, transport, client, server)
     deadline_kind = "head",
     requests = 0,
     upgraded = false,
+    -- reading the current request's body
+    chunked = false, remaining = 0, chunk_state = "size", body_total = 0, discard = false,
   }, Protocol)
   return self
 end
@@ -191,7 +193,7 @@ local pool, npool = {}, 0
 
 local function worker(cycle)
   while true do
-    local ok, err = xpcall(cycle.app, traceback, cycle.scope, cycle.receive, cycle.send)
+    local ok, err = xpcall(cycle.proto.ctx.app, traceback, cycle.scope, cycle.receive, cycle.send)
     cycle:app_done(ok, err)
     npool = npool + 1
     pool[npool] = co_running()
@@ -471,26 +473,27 @@ function Protocol:start_request(method, target, minor, headers)
   -- Every field a cycle will ever hold is set here: adding keys later would grow (rehash) the table,
   -- and this constructor runs once per request.
   local cycle = setmetatable({
-    proto = self, app = ctx.app, scope = scope, co = false, receive = false, send = false,
-    method = method, target = target, http_version = http_version,
-    is_head = method == "HEAD", keep_alive = keep_alive,
+    proto = self, scope = scope, co = false, receive = false, send = false,
+    target = target, http_version = http_version, keep_alive = keep_alive,
     expect_100 = expect and has_body or false, trailers_ok = trailers_ok or false,
-    -- request body
-    chunked = chunked,
-    remaining = chunked and 0 or (cl or 0), -- bytes of the current chunk / of the body still to read
-    chunk_state = "size", body_total = 0, chunks = false, nchunks = 0, body_bytes = 0,
-    body_done = not has_body, final_delivered = false, discard = false,
+    -- request body, as queued for the app (the reading state is the connection's)
+    chunks = false, nchunks = 0, body_bytes = 0, body_done = not has_body, final_delivered = false,
     -- response
     response_started = false, response_complete = false, disconnected = false, waiting = false,
     t0 = ctx.log.access_enabled and ctx.hrtime and ctx.hrtime() or false,
     status = 0, cl = false, sent = 0, no_body = false, want_trailers = false, hdrs = "",
     head_sent = false, chunked_out = false, app_connection = false, body_finished = false,
-    app_finished = false, trailer_started = false,
+    trailer_started = false,
   }, Cycle)
   cycle.receive = function() return cycle:receive_event() end
   cycle.send = function(event) return cycle:send_event(event) end
   self.cycle = cycle
   self.state = has_body and "body" or "wait"
+  self.chunked = chunked
+  self.remaining = chunked and 0 or (cl or 0) -- bytes of the current chunk / of the body still to read
+  self.chunk_state = "size"
+  self.body_total = 0
+  self.discard = false
 
   local co
   if npool > 0 then
@@ -519,9 +522,9 @@ end
 
 local function deliver(self, cycle, data)
   local n = #data
-  cycle.body_total = cycle.body_total + n
+  self.body_total = self.body_total + n
   local max = self.ctx.max_body
-  if max and cycle.body_total > max then
+  if max and self.body_total > max then
     if cycle.response_started then
       self:abort()
     else
@@ -529,7 +532,7 @@ local function deliver(self, cycle, data)
     end
     return false
   end
-  if cycle.discard then return true end
+  if self.discard then return true end
   local k = cycle.nchunks + 1
   cycle.nchunks = k
   local chunks = cycle.chunks
@@ -544,7 +547,7 @@ end
 
 local function body_complete(self, cycle)
   cycle.body_done = true
-  if cycle.discard then
+  if self.discard then
     self.cycle = nil
     self.state = "head"
   else
@@ -557,24 +560,24 @@ function Protocol:read_body()
   local cycle = self.cycle
   local buf = self.buf
   local got = false
-  if not cycle.chunked then
+  if not self.chunked then
     local n = #buf
     if n == 0 then return false end
-    local want = cycle.remaining
+    local want = self.remaining
     local data
     if n <= want then
       data, self.buf = buf, ""
     else
       data, self.buf = sub(buf, 1, want), sub(buf, want + 1)
     end
-    cycle.remaining = want - #data
+    self.remaining = want - #data
     if not deliver(self, cycle, data) then return false end
     got = true
-    if cycle.remaining == 0 then body_complete(self, cycle) end
+    if self.remaining == 0 then body_complete(self, cycle) end
   else
     local pos, len = 1, #buf
     while true do
-      local cs = cycle.chunk_state
+      local cs = self.chunk_state
       if cs == "size" then
         local e = find(buf, "\r\n", pos, true)
         if not e then
@@ -591,27 +594,27 @@ function Protocol:read_body()
         pos = e + 2
         local size = tonumber(hex, 16)
         if size == 0 then
-          cycle.chunk_state = "trailers"
+          self.chunk_state = "trailers"
         else
-          cycle.remaining = size
-          cycle.chunk_state = "data"
+          self.remaining = size
+          self.chunk_state = "data"
         end
       elseif cs == "data" then
         if pos > len then break end
-        local want = cycle.remaining
+        local want = self.remaining
         local avail = len - pos + 1
         local take = avail < want and avail or want
         local data = (pos == 1 and take == len) and buf or sub(buf, pos, pos + take - 1)
         pos = pos + take
-        cycle.remaining = want - take
+        self.remaining = want - take
         if not deliver(self, cycle, data) then return false end
         got = true
-        if cycle.remaining == 0 then cycle.chunk_state = "crlf" end
+        if self.remaining == 0 then self.chunk_state = "crlf" end
       elseif cs == "crlf" then
         if len - pos + 1 < 2 then break end
         if sub(buf, pos, pos + 1) ~= "\r\n" then return self:reject(400, "Invalid chunk data end") or false end
         pos = pos + 2
-        cycle.chunk_state = "size"
+        self.chunk_state = "size"
       else -- trailers: field lines until an empty line, read and dropped
         local e = find(buf, "\r\n", pos, true)
         if not e then
@@ -646,7 +649,7 @@ function Protocol:eof_received()
     return
   end
   local cycle = self.cycle
-  if state == "body" and cycle and not cycle.discard then
+  if state == "body" and cycle and not self.discard then
     cycle.disconnected = true
     if cycle.waiting then self:resume(cycle) end
   end
@@ -810,7 +813,7 @@ function Cycle:start(event)
   self.status = status
   self.cl = cl
   self.sent = 0
-  self.no_body = self.is_head or status < 200 or status == 204 or status == 304
+  self.no_body = self.scope.method == "HEAD" or status < 200 or status == 204 or status == 304
   self.want_trailers = event.trailers and self.trailers_ok or false
   if self.disconnected then return nil, "disconnected" end
   return true
@@ -821,7 +824,7 @@ end
 function Cycle:build_head(first_len, final, body)
   local framing, conn = "", ""
   if self.no_body then
-    if self.is_head and not self.cl and final and first_len > 0 then framing = CL_LINE[first_len] end
+    if self.scope.method == "HEAD" and not self.cl and final and first_len > 0 then framing = CL_LINE[first_len] end
   elseif self.cl then -- luacheck: ignore 542
   elseif final and not self.want_trailers then
     self.cl = first_len
@@ -1020,7 +1023,7 @@ function Protocol:response_complete(cycle)
   local ctx = self.ctx
   if ctx.log.access_enabled then
     local ms = cycle.t0 and (ctx.hrtime() - cycle.t0) / 1e6 or 0
-    ctx.log:access(self.client, cycle.method, cycle.target, cycle.http_version, cycle.status,
+    ctx.log:access(self.client, cycle.scope.method, cycle.target, cycle.http_version, cycle.status,
       REASONS[cycle.status] or "", ms)
   end
   if self.cycle ~= cycle or self.state == "closed" then return end
@@ -1031,12 +1034,12 @@ function Protocol:response_complete(cycle)
   if cycle.body_done then
     self.cycle = nil
     self.state = "head"
-  elseif cycle.expect_100 or cycle.chunked or cycle.remaining > M.READ_BUFFER then
+  elseif cycle.expect_100 or self.chunked or self.remaining > M.READ_BUFFER then
     -- the client waits for 100-continue, or too much body is left to read and drop: close instead
     self:close()
     return
   else
-    cycle.discard = true
+    self.discard = true
     cycle.chunks, cycle.nchunks, cycle.body_bytes = false, 0, 0
     self.deadline = ctx.clock() + ctx.head_ms
     self.deadline_kind = "body"
@@ -1048,7 +1051,6 @@ function Cycle:app_done(ok, err)
   local proto = self.proto
   local ctx = proto.ctx
   ctx.active = ctx.active - 1
-  self.app_finished = true
   if self.response_complete then
     if not ok then ctx.log:error("Exception in LASGI application\n" .. tostring(err)) end
     return
@@ -1066,7 +1068,7 @@ function Cycle:app_done(ok, err)
     self.status = 500
     proto.transport:write(simple_response(ctx, 500, "Internal Server Error"))
     if ctx.log.access_enabled then
-      proto.ctx.log:access(proto.client, self.method, self.target, self.http_version, 500,
+      proto.ctx.log:access(proto.client, self.scope.method, self.target, self.http_version, 500,
         "Internal Server Error", 0)
     end
     proto:close()
