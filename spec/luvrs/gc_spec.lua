@@ -5,14 +5,7 @@ local uv = H.uv
 
 local CYCLES = 10000
 
--- H.fd_count formats the pid as given, and luv's os_getpid returns a float ("/proc/123.0/fd")
-local function fd_count()
-  if math.type(uv.os_getpid()) == "integer" then return H.fd_count() end
-  local p = io.popen("ls /proc/" .. math.tointeger(uv.os_getpid()) .. "/fd | wc -l")
-  local n = tonumber(p:read("*a"))
-  p:close()
-  return n - 1 -- the ls itself holds one through the pipe
-end
+local fd_count = H.fd_count
 
 local function full_gc()
   collectgarbage()
