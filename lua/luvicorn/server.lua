@@ -241,9 +241,16 @@ function Server:listen()
   local host = config.host
   if not host:match("^[%d%.]+$") and not host:find(":", 1, true) then
     -- a name: resolve it once, synchronously, before serving
-    local res = uv.getaddrinfo and uv.getaddrinfo(host, nil, { socktype = "stream" })
-    if not res or not res[1] then return nil, "cannot resolve host " .. host end
-    host = res[1].addr
+    if uv.getaddrinfo then
+      local res = uv.getaddrinfo(host, nil, { socktype = "stream" })
+      if not res or not res[1] then return nil, "cannot resolve host " .. host end
+      host = res[1].addr
+    elseif host == "localhost" then
+      host = "127.0.0.1"
+    else
+      return nil, ("cannot resolve host %s: the loop module %q has no getaddrinfo; give an IP address")
+        :format(host, loop_choice.name or "?")
+    end
   end
   local handle = uv.new_tcp()
   local ok, err = handle:bind(host, config.port)
