@@ -78,3 +78,31 @@ if [ -f lua/luvicorn/cli.lua ] && [ -f examples/hello.lua ]; then
     base_rps="$base_rps$rps"
   done
 fi
+
+# ws_bench LOOP PORT: Luvicorn WebSocket echo, 64 connections, 64-byte text messages; prints
+# "messages/s|server CPU µs per message". The Lua client runs on the other core.
+ws_bench() {
+  taskset -c 0 lua5.4 bin/luvicorn bench/ws_echo_app.lua --port "$2" --loop "$1" --no-access-log \
+    --lifespan off --log-level warning >/dev/null 2>&1 &
+  local pid=$! t0 t1 r
+  wait_http "$2" || true
+  t0=$(cpu_ticks "$pid")
+  r=$(taskset -c 1 lua5.4 bench/ws_echo.lua luv "$2" 64 "$DURATION")
+  t1=$(cpu_ticks "$pid")
+  kill -TERM "$pid"
+  wait "$pid" 2>/dev/null || true
+  awk -v n="${r%%	*}" -v rate="${r##*	}" -v t="$((t1 - t0))" -v hz="$TICK" \
+    'BEGIN { printf "%s|%.2f\n", rate, t * 1e6 / hz / n }'
+}
+
+if [ -f lua/luvicorn/protocols/websocket.lua ]; then
+  row ""
+  row "## Luvicorn WebSocket echo (issue 5), 64 connections, 64-byte messages, ${DURATION}s"
+  row ""
+  row "| server | messages/s | server CPU µs/message |"
+  row "|---|---:|---:|"
+  for loop in luvrs luv; do
+    IFS='|' read -r rate us <<<"$(ws_bench "$loop" $((18110 + ${#loop})))"
+    row "| Luvicorn --loop $loop | $rate | $us |"
+  done
+fi
