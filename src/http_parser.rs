@@ -201,7 +201,6 @@ pub fn http_parse_head(lua: &Lua, _core: &Rc<Core>, a: &Args) -> LuaResult<LuaMu
     let max_head = limit(a, 2)?;
     let max_headers = limit(a, 3)?;
     let bytes = buf.as_bytes();
-    let s = |r: (usize, usize)| lua.create_string(&bytes[r.0..r.1]);
     match parse(&bytes, max_head, max_headers) {
         Parsed::Incomplete => Ok(LuaMultiValue::from_vec(vec![LuaValue::Nil])),
         Parsed::Reject(status, reason) => Ok(LuaMultiValue::from_vec(vec![
@@ -210,23 +209,36 @@ pub fn http_parse_head(lua: &Lua, _core: &Rc<Core>, a: &Args) -> LuaResult<LuaMu
             LuaValue::String(lua.create_string(reason)?),
         ])),
         Parsed::Done(head) => {
-            let list = lua.create_table_with_capacity(head.headers.len(), 0)?;
-            let mut lower = Vec::with_capacity(32);
-            for (i, (name, value)) in head.headers.iter().enumerate() {
-                lower.clear();
-                lower.extend(bytes[name.0..name.1].iter().map(u8::to_ascii_lowercase));
-                let pair = lua.create_table_with_capacity(2, 0)?;
-                pair.raw_set(1, lua.create_string(&lower)?)?;
-                pair.raw_set(2, s(*value)?)?;
-                list.raw_set(i + 1, pair)?;
+            // Every lower-cased name, end to end, so the raw section below owns nothing.
+            let mut names = Vec::with_capacity(head.headers.len() * 16);
+            for (name, _) in &head.headers {
+                names.extend(bytes[name.0..name.1].iter().map(u8::to_ascii_lowercase));
             }
-            Ok(LuaMultiValue::from_vec(vec![
-                LuaValue::Integer(head.consumed as i64),
-                LuaValue::String(s(head.method)?),
-                LuaValue::String(s(head.target)?),
-                LuaValue::Integer(head.minor as i64),
-                LuaValue::Table(list),
-            ]))
+            // SAFETY: exec_raw runs this in a protected call with room checked below; it only
+            // pushes strings and tables built from slices of `bytes` and `names`, which outlive it.
+            unsafe {
+                lua.exec_raw::<LuaMultiValue>((), |l| {
+                    use mlua::ffi;
+                    let push = |r: &[u8]| ffi::lua_pushlstring(l, r.as_ptr().cast(), r.len());
+                    ffi::luaL_checkstack(l, 8, std::ptr::null());
+                    ffi::lua_pushinteger(l, head.consumed as ffi::lua_Integer);
+                    push(&bytes[head.method.0..head.method.1]);
+                    push(&bytes[head.target.0..head.target.1]);
+                    ffi::lua_pushinteger(l, head.minor as ffi::lua_Integer);
+                    ffi::lua_createtable(l, head.headers.len() as i32, 0);
+                    let mut at = 0;
+                    for (i, (name, value)) in head.headers.iter().enumerate() {
+                        let len = name.1 - name.0;
+                        ffi::lua_createtable(l, 2, 0);
+                        push(&names[at..at + len]);
+                        ffi::lua_rawseti(l, -2, 1);
+                        push(&bytes[value.0..value.1]);
+                        ffi::lua_rawseti(l, -2, 2);
+                        ffi::lua_rawseti(l, -2, (i + 1) as ffi::lua_Integer);
+                        at += len;
+                    }
+                })
+            }
         }
     }
 }
