@@ -87,6 +87,19 @@ describe("loop", function()
       assert.equal(0, select("#", uv.stop()))
       uv.run("nowait") -- consume the pending stop
     end)
+
+    it("called outside run(), makes the next run() return true at once, then clears", function()
+      local t = uv.new_timer()
+      local n = 0
+      t:start(0, 0, function() n = n + 1 end)
+      uv.stop()
+      assert.is_true(uv.run())
+      assert.equal(0, n)
+      assert.is_false(uv.run())
+      assert.equal(1, n)
+      t:close()
+      H.run()
+    end)
   end)
 
   describe("loop_alive", function()
