@@ -417,6 +417,49 @@ class WebSocketUpgradeTest(ServerTestCase):
         self.assertEqual(self.curl(self.url()).stdout, b"plain http")
 
 
+class BackpressureTest(ServerTestCase):
+    def setUp(self):
+        self.app = write_app(self, """
+            return function(scope, receive, send)
+              if scope.type ~= "http" then error("no lifespan") end
+              local chunk = ("x"):rep(65536)
+              send({ type = "http.response.start", status = 200 })
+              for i = 1, 3200 do -- 200 MiB
+                if not send({ type = "http.response.body", body = chunk, more_body = true }) then return end
+                if i % 50 == 0 then io.stderr:write("APP: sent ", i, "\\n") end
+              end
+              send({ type = "http.response.body", body = "" })
+            end
+        """)
+        super().setUp()
+
+    def sent(self):
+        counts = [int(m) for m in re.findall(r"APP: sent (\d+)", self.server.log())]
+        return max(counts) if counts else 0
+
+    def test_send_waits_for_a_slow_reader(self):
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.server.wait_line(r"APP: sent 50$")
+            time.sleep(1.0)  # not reading: the app must stop producing (not a synchronisation wait)
+            stalled = self.sent()
+            self.assertLess(stalled, 1000, "the app produced %d chunks while nobody read" % stalled)
+            total = 0
+            s.settimeout(10)
+            while True:
+                data = s.recv(1 << 20)
+                if not data:
+                    break
+                total += len(data)
+                if total > 200 * 1024 * 1024 + 200:
+                    break
+                if total >= 200 * 1024 * 1024 and self.sent() == 3200:
+                    break
+        self.assertGreaterEqual(total, 200 * 1024 * 1024)
+        self.server.wait_line(r"APP: sent 3200$")
+
+
 class ExtensionsTest(ServerTestCase):
     def setUp(self):
         fd, self.file = tempfile.mkstemp(prefix="luvicorn_pathsend_")
