@@ -112,9 +112,18 @@ function Conn:abort(err)
   if not stream:is_closing() then stream:close(self.on_close) end
 end
 
+-- The file range joins the stream's write queue: counted as a pending write so that later writes queue
+-- behind it instead of trying the socket first.
 local function conn_sendfile(self, path, offset, length, cb)
-  local ok, err = self.server.uv.sendfile(self.stream, path, offset, length, function(e) cb(e) end)
-  if not ok then cb(err or "EIO") end
+  self.pending = self.pending + 1
+  local ok, err = self.server.uv.sendfile(self.stream, path, offset, length, function(e)
+    self.pending = self.pending - 1
+    cb(e)
+  end)
+  if not ok then
+    self.pending = self.pending - 1
+    cb(err or "EIO")
+  end
 end
 
 ---------------------------------------------------------------------------------------------------
