@@ -733,6 +733,43 @@ for _, impl in ipairs(parsers.available(uv)) do
       assert.are.equal("127.0.0.1", seen.client[1])
     end)
 
+    it("keeps an earlier request's receive and send from touching the next request", function()
+      local first_send, first_receive
+      local n = 0
+      local p, t = make(function(scope, receive, send)
+        n = n + 1
+        if n == 1 then first_send, first_receive = send, receive end
+        send({ type = "http.response.start", status = 200 })
+        send({ type = "http.response.body", body = scope.path })
+      end)
+      p:data_received("GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+      local late_send
+      -- the second request's app waits, so it is the connection's current request
+      local p2, t2 = make(function(scope, _, send)
+        if scope.path == "/1" then
+          late_send = send
+          send({ type = "http.response.start", status = 200 })
+          send({ type = "http.response.body", body = "one" })
+          return
+        end
+        send({ type = "http.response.start", status = 200 })
+        coroutine.yield()
+        send({ type = "http.response.body", body = "two" })
+      end)
+      p2:data_received("GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+      local ok, err = pcall(late_send, { type = "http.response.body", body = "intruder" })
+      assert.is_false(ok)
+      assert.matches("after the response completed", err)
+      assert(coroutine.resume(p2.cycle.co))
+      local r = responses(t2.text())
+      assert.are.same({ "one", "two" }, { r[1].body, r[2].body })
+      -- and on the first connection, after its request is over
+      assert.are.same({ type = "http.disconnect" }, first_receive())
+      assert.has_error(function() first_send({ type = "http.response.start", status = 200 }) end)
+      assert.are.equal("/1", responses(t.text())[1].body)
+      assert.is_true(p:is_idle())
+    end)
+
     it("never raises on random and malformed input fed in random pieces", function()
       math.randomseed(4242)
       local seeds = {
