@@ -32,6 +32,8 @@ M.HIGH_WATER = 64 * 1024 -- send() waits while more than this is queued for writ
 M.LOW_WATER = 16 * 1024 -- and resumes once the queue is back under this
 M.READ_BUFFER = 64 * 1024 -- reading stops while this much request body waits for the app
 
+local logging = require("luvicorn.logging")
+
 local LASGI = { version = "1.0", spec_version = "1.0" }
 
 M.REASONS = {
@@ -93,7 +95,7 @@ function M.context(opts)
   return {
     app = opts.app,
     parse_head = opts.parse_head,
-    log = opts.log or require("luvicorn.logging").new({ level = "warning", access_log = false }),
+    log = opts.log or logging.new({ level = "warning", access_log = false }),
     clock = opts.clock or function() return os.time() * 1000 end,
     time = opts.time or os.time,
     hrtime = opts.hrtime,
@@ -182,6 +184,7 @@ function M.new(ctx, transport, client, server)
     requests = 0,
     upgraded = false,
     spare = false, -- the cycle table, reused by each request
+    client_str = false, -- "host:port" for the access log, made once
     -- reading the current request's body
     chunked = false, remaining = 0, chunk_state = "size", body_total = 0, discard = false,
   }, Protocol)
@@ -1063,7 +1066,15 @@ function Protocol:response_complete(cycle)
   local ctx = self.ctx
   if ctx.log.access_enabled then
     local ms = cycle.t0 and (ctx.hrtime() - cycle.t0) / 1e6 or 0
-    ctx.log:access(self.client, cycle.scope.method, cycle.target, cycle.http_version, cycle.status,
+    local client = cycle.scope.client
+    if client == self.client then
+      client = self.client_str
+      if not client then
+        client = logging.client_str(self.client)
+        self.client_str = client
+      end
+    end
+    ctx.log:access(client, cycle.scope.method, cycle.target, cycle.http_version, cycle.status,
       REASONS[cycle.status] or "", ms)
   end
   if self.cycle ~= cycle or self.state == "closed" then return end
@@ -1108,7 +1119,7 @@ function Cycle:app_done(gen, ok, err)
     self.status = 500
     proto.transport:write(simple_response(ctx, 500, "Internal Server Error"))
     if ctx.log.access_enabled then
-      proto.ctx.log:access(proto.client, self.scope.method, self.target, self.http_version, 500,
+      proto.ctx.log:access(self.scope.client, self.scope.method, self.target, self.http_version, 500,
         "Internal Server Error", 0)
     end
     proto:close()
