@@ -361,6 +361,7 @@ end
 function Server:sweep()
   local now = self.uv.now()
   self.now = now
+  self.sec = os.time()
   for conn in pairs(self.conns) do
     if conn.closing then
       if not conn.closed and conn.close_deadline and now >= conn.close_deadline then conn:abort() end
@@ -424,7 +425,8 @@ function Server:run()
     log = log,
     -- timeouts are checked once per tick anyway: a clock read per tick instead of per request
     clock = function() return self.now end,
-    time = os.time,
+    -- the date header changes once a second: the tick's reading of the wall clock is enough
+    time = function() return self.sec end,
     hrtime = uv.hrtime,
     max_request_head = config.max_request_head,
     max_headers = config.max_headers,
@@ -483,6 +485,7 @@ function Server:run()
   local tick = math.min(config.timeout_keep_alive, config.timeout_request_head) * 1000 / 4
   tick = math.max(50, math.min(250, math.floor(tick)))
   self.now = uv.now()
+  self.sec = os.time()
   self.sweeper = uv.new_timer()
   self.sweeper:start(tick, tick, function() self:sweep() end)
   self.sweeper:unref()

@@ -75,6 +75,8 @@ local EXT_TRAILERS = { ["http.response.pathsend"] = {}, ["http.response.trailers
 
 -- Response header names seen before: valid, and their lower-case form. Bounded: names come from apps.
 local valid_names, nvalid = {}, 0
+local valid_values, nvalues = {}, 0 -- short response header values seen before (valid)
+local STATUS_OK = {} -- statuses seen before (integers in 100..999)
 
 local function hex_byte(h) return char(tonumber(h, 16)) end
 
@@ -197,14 +199,17 @@ end
 
 local pool, npool = {}, 0
 
+local handoff = false -- the cycle a pooled coroutine is being resumed for (anything else is spurious)
+
 local function worker(cycle)
+  local me = co_running()
   while true do
     local gen = cycle.gen
     local ok, err = xpcall(cycle.proto.ctx.app, traceback, cycle.scope, cycle.receive, cycle.send)
     cycle:app_done(gen, ok, err)
     npool = npool + 1
-    pool[npool] = co_running()
-    repeat cycle = co_yield() until getmetatable(cycle) == Cycle
+    pool[npool] = me
+    repeat cycle = co_yield() until cycle == handoff and cycle
   end
 end
 
@@ -342,6 +347,8 @@ local function connection_tokens(value, t)
   return t
 end
 
+local targets, ntargets = {}, 0 -- request target -> { raw_path, query_string, path }
+
 local function percent_decode(s)
   if find(s, "%", 1, true) then return (gsub(s, "%%(%x%x)", hex_byte)) end
   return s
@@ -405,18 +412,28 @@ function Protocol:start_request(method, target, minor, headers)
   end
   if cl and ctx.max_body and cl > ctx.max_body then return self:reject(413, "Request body too large") end
 
-  -- the request target: origin-form, absolute-form, or "*"
-  local raw_path, query = target, ""
-  local q = find(target, "?", 1, true)
-  if q then raw_path, query = sub(target, 1, q - 1), sub(target, q + 1) end
-  if byte(raw_path, 1) ~= 47 then
-    if raw_path ~= "*" then
-      local rest = raw_path:match("^[hH][tT][tT][pP][sS]?://[^/]*(.*)$")
-      if not rest then return self:reject(400, "Invalid request target") end
-      raw_path = rest == "" and "/" or rest
+  -- the request target: origin-form, absolute-form, or "*" (split once per distinct short target)
+  local raw_path, query, path
+  local split = targets[target]
+  if split then
+    raw_path, query, path = split[1], split[2], split[3]
+  else
+    raw_path, query = target, ""
+    local q = find(target, "?", 1, true)
+    if q then raw_path, query = sub(target, 1, q - 1), sub(target, q + 1) end
+    if byte(raw_path, 1) ~= 47 then
+      if raw_path ~= "*" then
+        local rest = raw_path:match("^[hH][tT][tT][pP][sS]?://[^/]*(.*)$")
+        if not rest then return self:reject(400, "Invalid request target") end
+        raw_path = rest == "" and "/" or rest
+      end
+    end
+    path = percent_decode(raw_path)
+    if ntargets < 1024 and #target <= 128 then
+      targets[target] = { raw_path, query, path }
+      ntargets = ntargets + 1
     end
   end
-  local path = percent_decode(raw_path)
   local root = ctx.root_path
   if root ~= "" then path, raw_path = root .. path, root .. raw_path end
 
@@ -448,7 +465,9 @@ function Protocol:start_request(method, target, minor, headers)
 
   local lstate = ctx.state
   local state = {}
-  for k, v in pairs(lstate) do state[k] = v end
+  if next(lstate) ~= nil then
+    for k, v in next, lstate do state[k] = v end
+  end
   local http_version = minor == 1 and "1.1" or "1.0"
   local scope = {
     type = "http",
@@ -534,7 +553,9 @@ function Protocol:start_request(method, target, minor, headers)
   end
   cycle.co = co
   ctx.active = ctx.active + 1
+  handoff = cycle
   self:resume(cycle, cycle)
+  handoff = false
 end
 
 -- Hands the connection to the WebSocket protocol, which answers the handshake (or rejects it) itself.
@@ -811,8 +832,11 @@ end
 function Cycle:start(event)
   if self.response_started then bad("http.response.start sent twice", 3) end
   local status = event.status
-  if mtype(status) ~= "integer" or status < 100 or status > 999 then
-    bad("http.response.start needs an integer 'status' in 100..999, got " .. tostring(status), 3)
+  if not STATUS_OK[status] then
+    if mtype(status) ~= "integer" or status < 100 or status > 999 then
+      bad("http.response.start needs an integer 'status' in 100..999, got " .. tostring(status), 3)
+    end
+    STATUS_OK[status] = true
   end
   local headers = event.headers
   if headers == nil then headers = {} elseif type(headers) ~= "table" then
@@ -824,11 +848,11 @@ function Cycle:start(event)
   for i = 1, #headers do
     local h = headers[i]
     local name, value = h[1], h[2]
-    if type(name) ~= "string" or type(value) ~= "string" then
-      bad(format("header %d must be a pair of strings", i), 3)
-    end
+    -- Names and short values seen before are known valid: the caches save the checks, which are
+    -- calls into C and cost more than the rest of the header's handling.
     local lname = valid_names[name]
     if not lname then
+      if type(name) ~= "string" then bad(format("header %d must be a pair of strings", i), 3) end
       if not find(name, TOKEN) then bad(format("invalid header name %q", name), 3) end
       lname = lower(name)
       if nvalid < 1024 then
@@ -836,9 +860,15 @@ function Cycle:start(event)
         nvalid = nvalid + 1
       end
     end
-    -- plain searches: a pattern with a character class costs many times more per byte
-    if find(value, "\r", 1, true) or find(value, "\n", 1, true) or find(value, "\0", 1, true) then
-      bad(format("invalid value for header %q", name), 3)
+    if not valid_values[value] then
+      if type(value) ~= "string" then bad(format("header %d must be a pair of strings", i), 3) end
+      if find(value, "\r", 1, true) or find(value, "\n", 1, true) or find(value, "\0", 1, true) then
+        bad(format("invalid value for header %q", name), 3)
+      end
+      if nvalues < 4096 and #value <= 256 then
+        valid_values[value] = true
+        nvalues = nvalues + 1
+      end
     end
     if lname == "content-length" then
       if not find(value, "^%d+$") then bad("invalid content-length " .. value, 3) end
