@@ -20,7 +20,8 @@ deps-run:
 $(LIB): Cargo.toml $(wildcard src/*.rs src/*/*.rs)
 	cargo build --release --features module
 	@mkdir -p build
-	cp target/release/libluvrs.so $(LIB)
+	@# A new file renamed into place: overwriting the old one would crash processes that mapped it.
+	cp target/release/libluvrs.so $(LIB).tmp && mv -f $(LIB).tmp $(LIB)
 
 build: $(LIB)
 
