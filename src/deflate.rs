@@ -113,7 +113,7 @@ pub fn new_inflate(lua: &Lua, _core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiV
     lua.create_any_userdata(i)?.into_lua_multi(lua)
 }
 
-fn this<'a, T: 'static>(a: &'a Args, what: &str) -> LuaResult<LuaUserDataRefMut<T>> {
+fn this<T: 'static>(a: &Args, what: &str) -> LuaResult<LuaUserDataRefMut<T>> {
     match a.get(1) {
         LuaValue::UserData(ud) => ud.borrow_mut::<T>().map_err(|_| a.bad(1, what)),
         _ => Err(a.bad(1, what)),

@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 /// A handle type, with libuv's name and `uv_handle_type` number.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[allow(dead_code)] // TODO(issue3): remove once every kind has its module
 pub enum Kind {
     Check,
     Idle,
@@ -18,6 +19,12 @@ pub enum Kind {
     Tcp,
     Timer,
     Signal,
+    Async,
+    Pipe,
+    Poll,
+    Process,
+    Tty,
+    Udp,
 }
 
 impl Kind {
@@ -29,6 +36,12 @@ impl Kind {
             Kind::Tcp => "tcp",
             Kind::Timer => "timer",
             Kind::Signal => "signal",
+            Kind::Async => "async",
+            Kind::Pipe => "pipe",
+            Kind::Poll => "poll",
+            Kind::Process => "process",
+            Kind::Tty => "tty",
+            Kind::Udp => "udp",
         }
     }
 
@@ -41,6 +54,12 @@ impl Kind {
             Kind::Tcp => 12,
             Kind::Timer => 13,
             Kind::Signal => 16,
+            Kind::Async => 1,
+            Kind::Pipe => 7,
+            Kind::Poll => 8,
+            Kind::Process => 10,
+            Kind::Tty => 14,
+            Kind::Udp => 15,
         }
     }
 
@@ -53,11 +72,17 @@ impl Kind {
             Kind::Tcp => "uv_tcp_t",
             Kind::Timer => "uv_timer_t",
             Kind::Signal => "uv_signal_t",
+            Kind::Async => "uv_async_t",
+            Kind::Pipe => "uv_pipe_t",
+            Kind::Poll => "uv_poll_t",
+            Kind::Process => "uv_process_t",
+            Kind::Tty => "uv_tty_t",
+            Kind::Udp => "uv_udp_t",
         }
     }
 
     pub fn is_stream(self) -> bool {
-        matches!(self, Kind::Tcp)
+        matches!(self, Kind::Tcp | Kind::Pipe | Kind::Tty)
     }
 }
 
@@ -87,6 +112,7 @@ pub enum Data {
     Watcher(Option<LuaFunction>),
     Stream(Box<Stream>),
     Signal(crate::signal::Signal),
+    Process(crate::process::Process),
 }
 
 /// The loop-side state of one handle.

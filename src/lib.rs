@@ -10,6 +10,8 @@ mod error;
 mod event_loop;
 mod handle;
 mod misc;
+mod pipe;
+mod process;
 mod signal;
 mod stream;
 mod tcp;
@@ -105,6 +107,99 @@ fn m_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     }
 }
 
+/// Picks the function for the type of handle in argument 1, for method names several types share.
+fn dispatch(
+    lua: &Lua,
+    core: &Rc<Core>,
+    a: &Args,
+    table: &[(Kind, &'static str, Fun)],
+    label: &str,
+) -> LuaResult<LuaMultiValue> {
+    let k = match a.get(1) {
+        LuaValue::UserData(ud) => ud.borrow::<Handle>().ok().map(|h| h.kind),
+        _ => None,
+    };
+    match k.and_then(|k| table.iter().find(|(t, _, _)| *t == k)) {
+        Some((_, name, f)) => f(lua, core, &a.renamed(name)),
+        None => Err(a.bad(1, label)),
+    }
+}
+
+fn m_open(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    dispatch(
+        lua,
+        core,
+        a,
+        &[
+            (Kind::Tcp, "tcp_open", tcp::tcp_open),
+            (Kind::Pipe, "pipe_open", pipe::pipe_open),
+        ],
+        "uv_tcp_t or uv_pipe_t",
+    )
+}
+
+fn m_bind(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    dispatch(
+        lua,
+        core,
+        a,
+        &[
+            (Kind::Tcp, "tcp_bind", tcp::tcp_bind),
+            (Kind::Pipe, "pipe_bind", pipe::pipe_bind),
+        ],
+        "uv_tcp_t or uv_pipe_t",
+    )
+}
+
+fn m_connect(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    dispatch(
+        lua,
+        core,
+        a,
+        &[
+            (Kind::Tcp, "tcp_connect", tcp::tcp_connect),
+            (Kind::Pipe, "pipe_connect", pipe::pipe_connect),
+        ],
+        "uv_tcp_t or uv_pipe_t",
+    )
+}
+
+fn m_getsockname(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    dispatch(
+        lua,
+        core,
+        a,
+        &[
+            (Kind::Tcp, "tcp_getsockname", tcp::tcp_getsockname),
+            (Kind::Pipe, "pipe_getsockname", pipe::pipe_getsockname),
+        ],
+        "uv_tcp_t or uv_pipe_t",
+    )
+}
+
+fn m_getpeername(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    dispatch(
+        lua,
+        core,
+        a,
+        &[
+            (Kind::Tcp, "tcp_getpeername", tcp::tcp_getpeername),
+            (Kind::Pipe, "pipe_getpeername", pipe::pipe_getpeername),
+        ],
+        "uv_tcp_t or uv_pipe_t",
+    )
+}
+
+fn m_kill(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    dispatch(
+        lua,
+        core,
+        a,
+        &[(Kind::Process, "process_kill", process::process_kill)],
+        "uv_process_t",
+    )
+}
+
 /// `(name in the module, function)`; the method name is the same unless given in METHODS.
 const FUNCTIONS: &[(&str, Fun)] = &[
     // loop
@@ -177,6 +272,26 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("tcp_getpeername", tcp::tcp_getpeername),
     ("tcp_close_reset", tcp::tcp_close_reset),
     ("tcp_write_queue_size", stream::write_queue_size),
+    // pipe
+    ("new_pipe", pipe::new_pipe),
+    ("pipe_open", pipe::pipe_open),
+    ("pipe_bind", pipe::pipe_bind),
+    ("pipe_connect", pipe::pipe_connect),
+    ("pipe_getsockname", pipe::pipe_getsockname),
+    ("pipe_getpeername", pipe::pipe_getpeername),
+    ("pipe_chmod", pipe::pipe_chmod),
+    ("pipe_pending_count", pipe::pipe_pending_count),
+    ("pipe_pending_type", pipe::pipe_pending_type),
+    ("pipe", pipe::pipe),
+    ("socketpair", pipe::socketpair),
+    // process
+    ("spawn", process::spawn),
+    ("process_kill", process::process_kill),
+    ("process_get_pid", process::process_get_pid),
+    (
+        "disable_stdio_inheritance",
+        process::disable_stdio_inheritance,
+    ),
     // signal
     ("new_signal", signal::new_signal),
     ("signal_start", signal::signal_start),
@@ -224,17 +339,16 @@ const METHODS: &[(&str, &str)] = &[
     ("get_repeat", "timer_get_repeat"),
     ("get_due_in", "timer_get_due_in"),
     ("get_write_queue_size", "stream_get_write_queue_size"),
-    ("open", "tcp_open"),
-    ("bind", "tcp_bind"),
-    ("connect", "tcp_connect"),
     ("nodelay", "tcp_nodelay"),
     ("keepalive", "tcp_keepalive"),
     ("simultaneous_accepts", "tcp_simultaneous_accepts"),
-    ("getsockname", "tcp_getsockname"),
-    ("getpeername", "tcp_getpeername"),
     ("close_reset", "tcp_close_reset"),
     ("write_queue_size", "tcp_write_queue_size"),
     ("start_oneshot", "signal_start_oneshot"),
+    ("chmod", "pipe_chmod"),
+    ("pending_count", "pipe_pending_count"),
+    ("pending_type", "pipe_pending_type"),
+    ("get_pid", "process_get_pid"),
 ];
 
 /// Module functions that are also methods under their own name.
@@ -304,6 +418,17 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
     }
     methods.raw_set("start", export(lua, &core, "start", m_start)?)?;
     methods.raw_set("stop", export(lua, &core, "stop", m_stop)?)?;
+    let shared: &[(&'static str, Fun)] = &[
+        ("open", m_open),
+        ("bind", m_bind),
+        ("connect", m_connect),
+        ("getsockname", m_getsockname),
+        ("getpeername", m_getpeername),
+        ("kill", m_kill),
+    ];
+    for &(name, f) in shared {
+        methods.raw_set(name, export(lua, &core, name, f)?)?;
+    }
 
     let close_fn = uv.raw_get::<LuaFunction>("close")?;
     lua.register_userdata_type::<Handle>(|reg| {

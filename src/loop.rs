@@ -227,6 +227,14 @@ impl State {
             Kind::Prepare => self.prepares.retain(|&x| x != id),
             Kind::Check => self.checks.retain(|&x| x != id),
             Kind::Signal => crate::signal::stop(self, id),
+            Kind::Process => {
+                if let Data::Process(p) = &mut self.slots[id].data {
+                    if !p.exited {
+                        p.exited = true;
+                        crate::signal::unwatch(self, libc::SIGCHLD);
+                    }
+                }
+            }
             _ => {}
         }
         if let Data::Stream(s) = &mut self.slots[id].data {
@@ -533,6 +541,10 @@ fn release(data: Data) -> Data {
             Data::Signal(s)
         }
         Data::Watcher(_) => Data::Watcher(None),
+        Data::Process(mut p) => {
+            p.cb = None;
+            Data::Process(p)
+        }
     }
 }
 

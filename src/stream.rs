@@ -72,6 +72,13 @@ pub struct Stream {
     pub shutdown_req: Option<Option<LuaFunction>>,
     /// An error from `bind` that libuv reports from `listen`/`connect` (EADDRINUSE).
     pub delayed_error: Option<Errno>,
+    /// The descriptor is not a socket (a pipe from `pipe()`, a TTY, stdin): plain read/writev.
+    pub not_sock: bool,
+    /// A pipe created with `new_pipe(true)`: reads and writes carry descriptors (SCM_RIGHTS).
+    #[allow(dead_code)] // TODO(issue3): used by IPC
+    pub ipc: bool,
+    /// Descriptors received over an IPC pipe and not yet accepted, with their kind.
+    pub pending_fds: VecDeque<(std::os::fd::OwnedFd, crate::handle::Kind)>,
 }
 
 impl Stream {
@@ -83,7 +90,12 @@ impl Stream {
     pub fn shut(&mut self, poll: &mio::Poll) {
         if let Some(sock) = self.sock.take() {
             let _ = poll.registry().deregister(&mut SourceFd(&sock.as_raw_fd()));
+            // As libuv: stdio descriptors are never closed, whoever opened them.
+            if sock.as_raw_fd() <= 2 {
+                std::mem::forget(sock);
+            }
         }
+        self.pending_fds.clear();
         self.accepted = None;
         self.reading = false;
         self.listening = false;
@@ -257,7 +269,13 @@ fn write_bufs(a: &Args, i: usize) -> LuaResult<Vec<LuaString>> {
 }
 
 /// writev of `bufs` from buffer `idx`, byte `off`; MSG_NOSIGNAL so a closed peer gives EPIPE, not a signal.
-fn writev(sock: &Socket, bufs: &[LuaString], idx: usize, off: usize) -> io::Result<usize> {
+fn writev(
+    sock: &Socket,
+    not_sock: bool,
+    bufs: &[LuaString],
+    idx: usize,
+    off: usize,
+) -> io::Result<usize> {
     let held: Vec<_> = bufs[idx..]
         .iter()
         .take(IOV_PER_WRITE)
@@ -269,7 +287,24 @@ fn writev(sock: &Socket, bufs: &[LuaString], idx: usize, off: usize) -> io::Resu
         .map(|(i, b)| IoSlice::new(if i == 0 { &b[off..] } else { &b[..] }))
         .collect();
     loop {
-        match sock.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL) {
+        let r = if not_sock {
+            // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive the call.
+            let n = unsafe {
+                libc::writev(
+                    sock.as_raw_fd(),
+                    slices.as_ptr().cast(),
+                    slices.len() as libc::c_int,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        } else {
+            sock.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL)
+        };
+        match r {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             r => return r,
         }
@@ -310,7 +345,7 @@ pub fn write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let (mut idx, mut off, mut err) = (0, 0, None);
     let mut done = total == 0;
     if !done && s.wq.is_empty() {
-        match writev(sock, &bufs, 0, 0) {
+        match writev(sock, s.not_sock, &bufs, 0, 0) {
             Ok(n) => {
                 done = advance(&bufs, &mut idx, &mut off, n);
                 if !done {
@@ -375,7 +410,7 @@ pub fn try_write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
     if bufs.iter().all(|b| b.as_bytes().is_empty()) {
         return ok0(lua);
     }
-    match writev(sock, &bufs, 0, 0) {
+    match writev(sock, s.not_sock, &bufs, 0, 0) {
         Ok(n) => (n as i64).into_lua_multi(lua),
         Err(e) => {
             if e.kind() == io::ErrorKind::WouldBlock {
@@ -429,7 +464,7 @@ fn flush(s: &mut Stream) -> Vec<Done> {
     let Some(sock) = &s.sock else { return done };
     while let Some(req) = s.wq.front_mut() {
         let r = if req.idx < req.bufs.len() {
-            writev(sock, &req.bufs, req.idx, req.off).map(|n| {
+            writev(sock, s.not_sock, &req.bufs, req.idx, req.off).map(|n| {
                 s.wq_bytes -= n;
                 let before = (req.idx, req.off);
                 advance(&req.bufs, &mut req.idx, &mut req.off, n);
@@ -712,7 +747,17 @@ fn read_ready(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
                 return Ok(());
             }
             let Some(sock) = &s.sock else { return Ok(()) };
-            let r = (&*sock).read(buf);
+            let r = if s.not_sock {
+                // SAFETY: the descriptor is open and owned by the stream; buf is valid for writes.
+                let n = unsafe { libc::read(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            } else {
+                (&*sock).read(buf)
+            };
             let outcome = match r {
                 Ok(0) => ReadOutcome::Eof,
                 Ok(n) => {
