@@ -113,6 +113,7 @@ pub enum Data {
     Stream(Box<Stream>),
     Signal(crate::signal::Signal),
     Process(crate::process::Process),
+    Udp(Box<crate::udp::Udp>),
 }
 
 /// The loop-side state of one handle.
@@ -261,6 +262,11 @@ fn fd_of(st: &mut State, id: usize) -> Result<i32, i32> {
     }
     match &mut slot.data {
         Data::Stream(s) => s.fd().ok_or(libc::EBADF),
+        Data::Udp(u) => u
+            .sock
+            .as_ref()
+            .map(std::os::fd::AsRawFd::as_raw_fd)
+            .ok_or(libc::EBADF),
         _ => Err(libc::EINVAL),
     }
 }

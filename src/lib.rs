@@ -16,6 +16,7 @@ mod signal;
 mod stream;
 mod tcp;
 mod timer;
+mod udp;
 mod watcher;
 
 use args::Args;
@@ -133,8 +134,9 @@ fn m_open(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         &[
             (Kind::Tcp, "tcp_open", tcp::tcp_open),
             (Kind::Pipe, "pipe_open", pipe::pipe_open),
+            (Kind::Udp, "udp_open", udp::udp_open),
         ],
-        "uv_tcp_t or uv_pipe_t",
+        "uv_tcp_t, uv_pipe_t or uv_udp_t",
     )
 }
 
@@ -146,8 +148,9 @@ fn m_bind(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         &[
             (Kind::Tcp, "tcp_bind", tcp::tcp_bind),
             (Kind::Pipe, "pipe_bind", pipe::pipe_bind),
+            (Kind::Udp, "udp_bind", udp::udp_bind),
         ],
-        "uv_tcp_t or uv_pipe_t",
+        "uv_tcp_t, uv_pipe_t or uv_udp_t",
     )
 }
 
@@ -159,8 +162,9 @@ fn m_connect(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         &[
             (Kind::Tcp, "tcp_connect", tcp::tcp_connect),
             (Kind::Pipe, "pipe_connect", pipe::pipe_connect),
+            (Kind::Udp, "udp_connect", udp::udp_connect),
         ],
-        "uv_tcp_t or uv_pipe_t",
+        "uv_tcp_t, uv_pipe_t or uv_udp_t",
     )
 }
 
@@ -172,8 +176,9 @@ fn m_getsockname(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
         &[
             (Kind::Tcp, "tcp_getsockname", tcp::tcp_getsockname),
             (Kind::Pipe, "pipe_getsockname", pipe::pipe_getsockname),
+            (Kind::Udp, "udp_getsockname", udp::udp_getsockname),
         ],
-        "uv_tcp_t or uv_pipe_t",
+        "uv_tcp_t, uv_pipe_t or uv_udp_t",
     )
 }
 
@@ -185,8 +190,9 @@ fn m_getpeername(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
         &[
             (Kind::Tcp, "tcp_getpeername", tcp::tcp_getpeername),
             (Kind::Pipe, "pipe_getpeername", pipe::pipe_getpeername),
+            (Kind::Udp, "udp_getpeername", udp::udp_getpeername),
         ],
-        "uv_tcp_t or uv_pipe_t",
+        "uv_tcp_t, uv_pipe_t or uv_udp_t",
     )
 }
 
@@ -292,6 +298,28 @@ const FUNCTIONS: &[(&str, Fun)] = &[
         "disable_stdio_inheritance",
         process::disable_stdio_inheritance,
     ),
+    // udp
+    ("new_udp", udp::new_udp),
+    ("udp_open", udp::udp_open),
+    ("udp_bind", udp::udp_bind),
+    ("udp_connect", udp::udp_connect),
+    ("udp_getsockname", udp::udp_getsockname),
+    ("udp_getpeername", udp::udp_getpeername),
+    ("udp_send", udp::udp_send),
+    ("udp_try_send", udp::udp_try_send),
+    ("udp_recv_start", udp::udp_recv_start),
+    ("udp_recv_stop", udp::udp_recv_stop),
+    ("udp_set_broadcast", udp::udp_set_broadcast),
+    ("udp_set_ttl", udp::udp_set_ttl),
+    ("udp_set_multicast_loop", udp::udp_set_multicast_loop),
+    ("udp_set_multicast_ttl", udp::udp_set_multicast_ttl),
+    (
+        "udp_set_multicast_interface",
+        udp::udp_set_multicast_interface,
+    ),
+    ("udp_set_membership", udp::udp_set_membership),
+    ("udp_get_send_queue_size", udp::udp_get_send_queue_size),
+    ("udp_get_send_queue_count", udp::udp_get_send_queue_count),
     // signal
     ("new_signal", signal::new_signal),
     ("signal_start", signal::signal_start),
@@ -349,6 +377,18 @@ const METHODS: &[(&str, &str)] = &[
     ("pending_count", "pipe_pending_count"),
     ("pending_type", "pipe_pending_type"),
     ("get_pid", "process_get_pid"),
+    ("send", "udp_send"),
+    ("try_send", "udp_try_send"),
+    ("recv_start", "udp_recv_start"),
+    ("recv_stop", "udp_recv_stop"),
+    ("set_broadcast", "udp_set_broadcast"),
+    ("set_ttl", "udp_set_ttl"),
+    ("set_multicast_loop", "udp_set_multicast_loop"),
+    ("set_multicast_ttl", "udp_set_multicast_ttl"),
+    ("set_multicast_interface", "udp_set_multicast_interface"),
+    ("set_membership", "udp_set_membership"),
+    ("get_send_queue_size", "udp_get_send_queue_size"),
+    ("get_send_queue_count", "udp_get_send_queue_count"),
 ];
 
 /// Module functions that are also methods under their own name.

@@ -181,11 +181,14 @@ impl State {
     }
 
     pub fn queue_io(&mut self, id: usize) {
-        if let Data::Stream(s) = &mut self.slots[id].data {
-            if !s.queued {
-                s.queued = true;
-                self.io_ready.push_back(id);
-            }
+        let queued = match &mut self.slots[id].data {
+            Data::Stream(s) => &mut s.queued,
+            Data::Udp(u) => &mut u.queued,
+            _ => return,
+        };
+        if !*queued {
+            *queued = true;
+            self.io_ready.push_back(id);
         }
     }
 
@@ -237,8 +240,10 @@ impl State {
             }
             _ => {}
         }
-        if let Data::Stream(s) = &mut self.slots[id].data {
-            s.shut(&self.poll);
+        match &mut self.slots[id].data {
+            Data::Stream(s) => s.shut(&self.poll),
+            Data::Udp(u) => u.shut(&self.poll),
+            _ => {}
         }
     }
 
@@ -432,18 +437,29 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
             let Some(slot) = st.slots.get_mut(id) else {
                 continue;
             };
-            if let Data::Stream(s) = &mut slot.data {
-                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    s.rd_ready = true;
+            match &mut slot.data {
+                Data::Stream(s) => {
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        s.rd_ready = true;
+                    }
+                    if ev.is_read_closed() || ev.is_error() {
+                        s.hup = true;
+                    }
+                    if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                        s.wr_ready = true;
+                    }
                 }
-                if ev.is_read_closed() || ev.is_error() {
-                    s.hup = true;
+                Data::Udp(u) => {
+                    if ev.is_readable() || ev.is_error() {
+                        u.rd_ready = true;
+                    }
+                    if ev.is_writable() || ev.is_error() {
+                        u.wr_ready = true;
+                    }
                 }
-                if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
-                    s.wr_ready = true;
-                }
-                st.queue_io(id);
+                _ => continue,
             }
+            st.queue_io(id);
         }
         st.events = Some(events);
         if signalled {
@@ -458,17 +474,23 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
             let Some(id) = st.io_ready.pop_front() else {
                 break;
             };
-            match st.slots.get_mut(id) {
+            let kind = match st.slots.get_mut(id) {
                 Some(slot) if !slot.closing => {
-                    if let Data::Stream(s) = &mut slot.data {
-                        s.queued = false;
+                    match &mut slot.data {
+                        Data::Stream(s) => s.queued = false,
+                        Data::Udp(u) => u.queued = false,
+                        _ => {}
                     }
+                    slot.kind
                 }
                 _ => continue,
-            }
-            id
+            };
+            (id, kind)
         };
-        crate::stream::process(lua, core, id)?;
+        match id.1 {
+            Kind::Udp => crate::udp::process(lua, core, id.0)?,
+            _ => crate::stream::process(lua, core, id.0)?,
+        }
     }
     Ok(())
 }
@@ -499,6 +521,7 @@ fn run_closing(core: &Rc<Core>) -> LuaResult<()> {
             st.pending = rest;
             let canceled = match &mut st.slots[id].data {
                 Data::Stream(s) => s.cancel_requests(),
+                Data::Udp(u) => u.cancel_requests(),
                 _ => Vec::new(),
             };
             for cb in canceled {
@@ -541,6 +564,10 @@ fn release(data: Data) -> Data {
             Data::Signal(s)
         }
         Data::Watcher(_) => Data::Watcher(None),
+        Data::Udp(mut u) => {
+            u.recv_cb = None;
+            Data::Udp(u)
+        }
         Data::Process(mut p) => {
             p.cb = None;
             Data::Process(p)
