@@ -332,7 +332,7 @@ pub fn pipe_pending_count(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<Lua
     (n as i64).into_lua_multi(lua)
 }
 
-/// The type of the next pending descriptor ("tcp", "udp", "pipe"), or "unknown".
+/// The type of the next pending descriptor ("tcp", "udp", "pipe"); nothing when none waits.
 pub fn pipe_pending_type(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let (_, h) = a.handle(1, Kind::Pipe)?;
     let k = core.st()?.slots[h.id]
@@ -340,11 +340,13 @@ pub fn pipe_pending_type(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaM
         .pending_fds
         .front()
         .map(|(_, k)| k.name());
-    k.unwrap_or("unknown").into_lua_multi(lua)
+    match k {
+        Some(k) => k.into_lua_multi(lua),
+        None => Ok(LuaMultiValue::new()),
+    }
 }
 
 /// The kind of handle a received descriptor fits, as libuv guesses it.
-#[allow(dead_code)] // TODO(issue3): used by IPC
 pub fn kind_of_fd(fd: RawFd) -> Kind {
     // SAFETY: getsockname/getsockopt write into local, correctly sized buffers.
     unsafe {

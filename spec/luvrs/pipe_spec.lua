@@ -182,6 +182,82 @@ describe("pipe", function()
     assert.are.equal("got:fed through stdin", out)
   end)
 
+  it("passes a listening socket to a child over an IPC pipe; the child serves a connection", function()
+    local child_src = [[
+      local uv = require(os.getenv("LUVRS_IMPL") or "luvrs")
+      local ipc = uv.new_pipe(true)
+      assert(ipc:open(3))
+      ipc:read_start(function(err, data)
+        assert(not err, err)
+        if not data then ipc:close() return end
+        if ipc:pending_count() == 0 then return end
+        assert(uv.pipe_pending_count(ipc) == 1)
+        assert(ipc:pending_type() == "tcp" and uv.pipe_pending_type(ipc) == "tcp")
+        local server = uv.new_tcp()
+        assert(ipc:accept(server))
+        assert(ipc:pending_count() == 0)
+        assert(server:listen(16, function()
+          local c = uv.new_tcp()
+          server:accept(c)
+          c:write("served by child " .. data, function()
+            c:close()
+            server:close()
+            ipc:close()
+          end)
+        end))
+        ipc:write("listening")
+      end)
+      uv.run()
+    ]]
+    local server = uv.new_tcp()
+    assert.are.equal(0, server:bind("127.0.0.1", 0))
+    local port = server:getsockname().port
+    local ipc = uv.new_pipe(true)
+    local code
+    local proc = uv.spawn("lua5.4", {
+      args = { "-e", child_src },
+      env = { "LUA_CPATH=./build/?.so;;", "LUVRS_IMPL=" .. H.impl, "PATH=" .. os.getenv("PATH") },
+      stdio = { nil, nil, 2, ipc },
+    }, function(c) code = c end)
+    assert.is_userdata(proc)
+    local reply, got = nil, {}
+    ipc:read_start(function(err, data)
+      assert.is_nil(err)
+      if data == "listening" then
+        local client = uv.new_tcp()
+        client:connect("127.0.0.1", port, function(cerr)
+          assert.is_nil(cerr)
+          client:read_start(function(rerr, chunk)
+            assert.is_nil(rerr)
+            if chunk then got[#got + 1] = chunk else reply = table.concat(got); client:close() end
+          end)
+        end)
+      elseif not data then
+        ipc:close()
+      end
+    end)
+    assert.truthy(ipc:write2("1", server, H.expect(function(err) assert.is_nil(err) end)))
+    H.run_until(function() return reply and code end, 10000)
+    assert.are.equal("served by child 1", reply)
+    assert.are.equal(0, code)
+    close_all(server, ipc, proc)
+  end)
+
+  it("write2 needs an IPC pipe", function()
+    local fds = uv.socketpair()
+    local p, q = uv.new_pipe(false), uv.new_pipe(false)
+    p:open(fds[1])
+    q:open(fds[2])
+    local t = uv.new_tcp()
+    t:bind("127.0.0.1", 0)
+    local ok, _, code = p:write2("x", t)
+    assert.is_nil(ok)
+    assert.are.equal("EINVAL", code)
+    assert.are.equal(0, q:pending_count())
+    assert.are.equal(0, select("#", q:pending_type()))
+    close_all(p, q, t)
+  end)
+
   it("rejects bad arguments naming the function", function()
     local t = uv.new_timer()
     assert.has_error(function() uv.pipe_bind(t, "x") end)
