@@ -37,6 +37,11 @@ impl Args {
         }
     }
 
+    /// How many arguments were passed (trailing nils included).
+    pub fn count(&self) -> usize {
+        self.v.len()
+    }
+
     /// Argument `i` (1-based); nil past the end.
     pub fn get(&self, i: usize) -> &LuaValue {
         self.v.get(i - 1).unwrap_or(&LuaValue::Nil)

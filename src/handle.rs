@@ -11,7 +11,6 @@ use std::rc::Rc;
 
 /// A handle type, with libuv's name and `uv_handle_type` number.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[allow(dead_code)] // TODO(issue3): remove once every kind has its module
 pub enum Kind {
     Check,
     Idle,
@@ -114,6 +113,8 @@ pub enum Data {
     Signal(crate::signal::Signal),
     Process(crate::process::Process),
     Udp(Box<crate::udp::Udp>),
+    Async(crate::async_handle::Async),
+    Poll(Box<crate::poll::Poller>),
 }
 
 /// The loop-side state of one handle.

@@ -4,6 +4,7 @@
 //! the same functions as methods (`uv.timer_start(t, ...)` is `t:start(...)`).
 
 mod args;
+mod async_handle;
 mod deflate;
 mod error;
 #[path = "loop.rs"]
@@ -11,11 +12,13 @@ mod event_loop;
 mod handle;
 mod misc;
 mod pipe;
+mod poll;
 mod process;
 mod signal;
 mod stream;
 mod tcp;
 mod timer;
+mod tty;
 mod udp;
 mod watcher;
 
@@ -89,9 +92,10 @@ fn m_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         Kind::Timer => timer::timer_start(lua, core, a),
         k @ (Kind::Idle | Kind::Prepare | Kind::Check) => watcher::start(lua, core, a, k),
         Kind::Signal => signal::signal_start(lua, core, a),
+        Kind::Poll => poll::poll_start(lua, core, &a.renamed("poll_start")),
         _ => Err(a.bad(
             1,
-            "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t or uv_signal_t",
+            "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t, uv_signal_t or uv_poll_t",
         )),
     }
 }
@@ -101,9 +105,10 @@ fn m_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         Kind::Timer => timer::timer_stop(lua, core, a),
         k @ (Kind::Idle | Kind::Prepare | Kind::Check) => watcher::stop(lua, core, a, k),
         Kind::Signal => signal::signal_stop(lua, core, a),
+        Kind::Poll => poll::poll_stop(lua, core, &a.renamed("poll_stop")),
         _ => Err(a.bad(
             1,
-            "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t or uv_signal_t",
+            "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t, uv_signal_t or uv_poll_t",
         )),
     }
 }
@@ -193,6 +198,19 @@ fn m_getpeername(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
             (Kind::Udp, "udp_getpeername", udp::udp_getpeername),
         ],
         "uv_tcp_t, uv_pipe_t or uv_udp_t",
+    )
+}
+
+fn m_send(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    dispatch(
+        lua,
+        core,
+        a,
+        &[
+            (Kind::Async, "async_send", async_handle::async_send),
+            (Kind::Udp, "udp_send", udp::udp_send),
+        ],
+        "uv_async_t or uv_udp_t",
     )
 }
 
@@ -321,6 +339,21 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("udp_set_membership", udp::udp_set_membership),
     ("udp_get_send_queue_size", udp::udp_get_send_queue_size),
     ("udp_get_send_queue_count", udp::udp_get_send_queue_count),
+    // async
+    ("new_async", async_handle::new_async),
+    ("async_send", async_handle::async_send),
+    // poll
+    ("new_poll", poll::new_poll),
+    ("new_socket_poll", poll::new_socket_poll),
+    ("poll_start", poll::poll_start),
+    ("poll_stop", poll::poll_stop),
+    // tty
+    ("new_tty", tty::new_tty),
+    ("tty_get_winsize", tty::tty_get_winsize),
+    ("tty_set_mode", tty::tty_set_mode),
+    ("tty_reset_mode", tty::tty_reset_mode),
+    ("tty_set_vterm_state", tty::tty_set_vterm_state),
+    ("guess_handle", tty::guess_handle),
     // signal
     ("new_signal", signal::new_signal),
     ("signal_start", signal::signal_start),
@@ -378,7 +411,8 @@ const METHODS: &[(&str, &str)] = &[
     ("pending_count", "pipe_pending_count"),
     ("pending_type", "pipe_pending_type"),
     ("get_pid", "process_get_pid"),
-    ("send", "udp_send"),
+    ("get_winsize", "tty_get_winsize"),
+    ("set_mode", "tty_set_mode"),
     ("try_send", "udp_try_send"),
     ("recv_start", "udp_recv_start"),
     ("recv_stop", "udp_recv_stop"),
@@ -467,6 +501,7 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
         ("getsockname", m_getsockname),
         ("getpeername", m_getpeername),
         ("kill", m_kill),
+        ("send", m_send),
     ];
     for &(name, f) in shared {
         methods.raw_set(name, export(lua, &core, name, f)?)?;

@@ -92,6 +92,8 @@ pub struct State {
     /// The read buffer shared by all streams.
     pub buf: Vec<u8>,
     pub signals: crate::signal::Signals,
+    /// Async handles sent to whose callback has not run yet, in send order.
+    pub asyncs: Vec<usize>,
 }
 
 impl State {
@@ -117,6 +119,7 @@ impl State {
             err_handler: None,
             buf: vec![0; 64 * 1024],
             signals: crate::signal::Signals::default(),
+            asyncs: Vec::new(),
         })
     }
 
@@ -184,6 +187,7 @@ impl State {
         let queued = match &mut self.slots[id].data {
             Data::Stream(s) => &mut s.queued,
             Data::Udp(u) => &mut u.queued,
+            Data::Poll(p) => &mut p.queued,
             _ => return,
         };
         if !*queued {
@@ -200,6 +204,7 @@ impl State {
             || !self.pending.is_empty()
             || !self.closing.is_empty()
             || !self.io_ready.is_empty()
+            || !self.asyncs.is_empty()
         {
             return Some(0);
         }
@@ -243,6 +248,7 @@ impl State {
         match &mut self.slots[id].data {
             Data::Stream(s) => s.shut(&self.poll),
             Data::Udp(u) => u.shut(&self.poll),
+            Data::Poll(p) => p.shut(&self.poll),
             _ => {}
         }
     }
@@ -457,6 +463,7 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
                         u.wr_ready = true;
                     }
                 }
+                Data::Poll(_) => {}
                 _ => continue,
             }
             st.queue_io(id);
@@ -467,6 +474,7 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
         }
     }
     crate::signal::dispatch(core)?;
+    crate::async_handle::dispatch(core)?;
     let n = core.st()?.io_ready.len();
     for _ in 0..n {
         let id = {
@@ -479,6 +487,7 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
                     match &mut slot.data {
                         Data::Stream(s) => s.queued = false,
                         Data::Udp(u) => u.queued = false,
+                        Data::Poll(p) => p.queued = false,
                         _ => {}
                     }
                     slot.kind
@@ -489,6 +498,7 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
         };
         match id.1 {
             Kind::Udp => crate::udp::process(lua, core, id.0)?,
+            Kind::Poll => crate::poll::process(core, id.0)?,
             _ => crate::stream::process(lua, core, id.0)?,
         }
     }
@@ -567,6 +577,15 @@ fn release(data: Data) -> Data {
         Data::Udp(mut u) => {
             u.recv_cb = None;
             Data::Udp(u)
+        }
+        Data::Async(mut x) => {
+            x.cb = None;
+            x.due = None;
+            Data::Async(x)
+        }
+        Data::Poll(mut p) => {
+            p.cb = None;
+            Data::Poll(p)
         }
         Data::Process(mut p) => {
             p.cb = None;
