@@ -6,6 +6,7 @@
 mod args;
 mod async_handle;
 mod deflate;
+mod dns;
 mod error;
 #[path = "loop.rs"]
 mod event_loop;
@@ -354,6 +355,9 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("tty_reset_mode", tty::tty_reset_mode),
     ("tty_set_vterm_state", tty::tty_set_vterm_state),
     ("guess_handle", tty::guess_handle),
+    // dns
+    ("getaddrinfo", dns::getaddrinfo),
+    ("getnameinfo", dns::getnameinfo),
     // signal
     ("new_signal", signal::new_signal),
     ("signal_start", signal::signal_start),
@@ -561,7 +565,14 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
         });
     })?;
     let reqs = lua.create_table()?;
-    for kind in ["write", "connect", "shutdown", "udp_send"] {
+    for kind in [
+        "write",
+        "connect",
+        "shutdown",
+        "udp_send",
+        "getaddrinfo",
+        "getnameinfo",
+    ] {
         reqs.raw_set(kind, lua.create_any_userdata(Req(kind))?)?;
     }
     lua.set_named_registry_value("luvrs.reqs", reqs)?;

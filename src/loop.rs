@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 /// The token of the signal self-pipe; handle tokens are slot numbers.
 pub const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+/// The token of the waker DNS threads use to report a finished lookup.
+pub const DNS_TOKEN: Token = Token(usize::MAX - 2);
 
 /// Shared by the module's functions and every handle.
 pub struct Core {
@@ -94,6 +96,7 @@ pub struct State {
     pub signals: crate::signal::Signals,
     /// Async handles sent to whose callback has not run yet, in send order.
     pub asyncs: Vec<usize>,
+    pub dns: crate::dns::Dns,
 }
 
 impl State {
@@ -120,6 +123,7 @@ impl State {
             buf: vec![0; 64 * 1024],
             signals: crate::signal::Signals::default(),
             asyncs: Vec::new(),
+            dns: crate::dns::Dns::default(),
         })
     }
 
@@ -439,6 +443,9 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
                 signalled = true;
                 continue;
             }
+            if ev.token() == DNS_TOKEN {
+                continue;
+            }
             let id = ev.token().0;
             let Some(slot) = st.slots.get_mut(id) else {
                 continue;
@@ -475,6 +482,7 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
     }
     crate::signal::dispatch(core)?;
     crate::async_handle::dispatch(core)?;
+    crate::dns::dispatch(lua, core)?;
     let n = core.st()?.io_ready.len();
     for _ in 0..n {
         let id = {
