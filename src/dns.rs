@@ -25,6 +25,8 @@ struct Entry {
 enum Outcome {
     Addrs(Vec<Entry>),
     Name(String, String),
+    /// `random` with a callback shares this machinery.
+    Bytes(Vec<u8>),
     Error(&'static str, String),
 }
 
@@ -332,6 +334,9 @@ fn submit(
         }
         let _ = waker.wake();
     });
+    if kind == "random" {
+        return Ok(LuaMultiValue::new());
+    }
     crate::stream::req_object(lua, kind)?.into_lua_multi(lua)
 }
 
@@ -352,10 +357,34 @@ pub fn dispatch(lua: &Lua, core: &Rc<Core>) -> LuaResult<()> {
         match out {
             Outcome::Addrs(v) => call(core, &cb, (LuaValue::Nil, entries_table(lua, &v)?))?,
             Outcome::Name(h, s) => call(core, &cb, (LuaValue::Nil, h, s))?,
+            Outcome::Bytes(b) => call(core, &cb, (LuaValue::Nil, lua.create_string(&b)?))?,
             Outcome::Error(n, _) => call(core, &cb, n)?,
         }
     }
     Ok(())
+}
+
+/// `random` with a callback: the bytes are read on a thread; the call returns 0 as luv's does.
+pub fn submit_random(
+    lua: &Lua,
+    core: &Rc<Core>,
+    cb: LuaFunction,
+    len: usize,
+) -> LuaResult<LuaMultiValue> {
+    submit(
+        lua,
+        core,
+        cb,
+        "random",
+        move || match crate::misc::random_bytes(len) {
+            Ok(b) => Outcome::Bytes(b),
+            Err(e) => {
+                let (n, m) = describe(e);
+                Outcome::Error(n, m)
+            }
+        },
+    )?;
+    0.into_lua_multi(lua)
 }
 
 pub fn getaddrinfo(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
@@ -370,7 +399,7 @@ pub fn getaddrinfo(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVa
         None => match lookup(&q) {
             Outcome::Addrs(v) => entries_table(lua, &v)?.into_lua_multi(lua),
             Outcome::Error(n, m) => fail_with(lua, n, &m),
-            Outcome::Name(..) => unreachable!("getaddrinfo gives addresses"),
+            Outcome::Name(..) | Outcome::Bytes(_) => unreachable!("getaddrinfo gives addresses"),
         },
     }
 }
@@ -395,7 +424,7 @@ pub fn getnameinfo(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVa
         None => match reverse(sa) {
             Outcome::Name(h, s) => (h, s).into_lua_multi(lua),
             Outcome::Error(n, m) => fail_with(lua, n, &m),
-            Outcome::Addrs(_) => unreachable!("getnameinfo gives a name"),
+            Outcome::Addrs(_) | Outcome::Bytes(_) => unreachable!("getnameinfo gives a name"),
         },
     }
 }

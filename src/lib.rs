@@ -391,6 +391,9 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("get_total_memory", misc::get_total_memory),
     ("get_free_memory", misc::get_free_memory),
     ("loadavg", misc::loadavg),
+    ("cpu_info", misc::cpu_info),
+    ("interface_addresses", misc::interface_addresses),
+    ("random", misc::random),
     // extensions
     ("sendfile", stream::sendfile),
     ("new_deflate", deflate::new_deflate),
