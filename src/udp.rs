@@ -2,7 +2,7 @@
 
 use crate::args::Args;
 use crate::error::{errno_of, fail, name, Errno};
-use crate::event_loop::{call, Core, Pending, State};
+use crate::event_loop::{call, Core, State};
 use crate::handle::{create, Data, Handle, Kind};
 use crate::tcp::{addr, addr_value, family};
 use mio::unix::SourceFd;
@@ -325,31 +325,14 @@ pub fn udp_send(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
         Err(e) => return fail(lua, e),
     };
     let len: usize = bufs.iter().map(|b| b.as_bytes().len()).sum();
+    // As libuv 1.44: the datagram waits in the send queue until the I/O phase sends it.
     let u = udp(&mut st, h.id);
-    let sock = u.sock.as_ref().expect("socket prepared");
-    let mut result = None;
-    if u.sq.is_empty() {
-        match send_now(sock, &bufs, to.as_ref()) {
-            Ok(_) => result = Some(None),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => u.wr_ready = false,
-            Err(e) => result = Some(Some(errno_of(&e))),
-        }
-    }
-    match result {
-        Some(err) => st.pending.push_back(Pending {
-            id: h.id,
-            cb,
-            err,
-            sent: None,
-        }),
-        None => {
-            u.sq_bytes += len;
-            u.sq.push_back(SendReq { bufs, to, cb, len });
-        }
-    }
+    u.sq_bytes += len;
+    u.sq.push_back(SendReq { bufs, to, cb, len });
     st.req_start(h.id, &ud);
-    let req = crate::stream::req_object(lua, "udp_send")?;
-    Ok(LuaMultiValue::from_vec(vec![req]))
+    st.queue_io(h.id);
+    // Debian's luv returns 0 here, not a request.
+    0.into_lua_multi(lua)
 }
 
 pub fn udp_try_send(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
@@ -381,6 +364,8 @@ pub fn udp_recv_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMult
     if st.slots[h.id].closing {
         return fail(lua, libc::EINVAL);
     }
+    // As luv: the callback is replaced even when libuv then refuses.
+    udp(&mut st, h.id).recv_cb = Some(cb);
     if udp(&mut st, h.id).receiving {
         return fail(lua, libc::EALREADY);
     }
@@ -397,7 +382,6 @@ pub fn udp_recv_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMult
     }
     let u = udp(&mut st, h.id);
     u.receiving = true;
-    u.recv_cb = Some(cb);
     let ready = u.rd_ready;
     st.set_active(h.id, &ud, true);
     if ready {
@@ -588,7 +572,8 @@ pub fn process(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
         let mut st = core.st()?;
         let u = udp(&mut st, id);
         let mut done = Vec::new();
-        if u.wr_ready {
+        // Sends are tried whenever some wait: a new socket may not have reported writability yet.
+        if !u.sq.is_empty() {
             if let Some(sock) = &u.sock {
                 while let Some(req) = u.sq.front() {
                     match send_now(sock, &req.bufs, req.to.as_ref()) {
