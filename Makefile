@@ -37,7 +37,7 @@ test-lua: build
 	busted
 
 test-e2e: build
-	python3 -m unittest discover -s tests -p 'test_*.py' -t .
+	python3 -m unittest discover -s tests -p 'test_*.py'
 
 test-rock:
 	scripts/rock-check.sh

@@ -10,14 +10,18 @@ luarocks --lua-version 5.4 make --deps-mode none --tree "$tree" luvrs-scm-1.rock
   { cat "$tree/make.log"; exit 1; }
 eval "$(luarocks --lua-version 5.4 --tree "$tree" path)"
 cd "$tree"
-lua5.4 -e '
-  local uv = require "luvrs"
-  assert(package.searchpath("luvrs", package.cpath):find(os.getenv("PWD"), 1, true), "luvrs not from the tree")
-  local t = uv.new_timer(); local fired = false
-  t:start(1, 0, function() fired = true; t:close() end)
-  uv.run()
-  assert(fired, "timer did not fire")
-  for _, m in ipairs(arg) do require(m) end
-  print("rock: luvrs " .. uv.version_string() .. " loads from the installed tree")
-' luvrs.co
+lua5.4 - luvrs.co luvrs.co.http luvicorn lasgi <<'LUA'
+local uv = require "luvrs"
+assert(package.searchpath("luvrs", package.cpath):find(os.getenv("PWD"), 1, true), "luvrs not from the tree")
+local t = uv.new_timer()
+local fired = false
+t:start(1, 0, function() fired = true; t:close() end)
+uv.run()
+assert(fired, "timer did not fire")
+for _, m in ipairs(arg) do
+  assert(package.searchpath(m, package.path):find(os.getenv("PWD"), 1, true), m .. " not from the tree")
+  require(m)
+end
+print("rock: luvrs " .. uv.luvrs_version .. " and its Lua modules load from the installed tree")
+LUA
 if [ -x "$tree/bin/luvicorn" ]; then "$tree/bin/luvicorn" --version; fi

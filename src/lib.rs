@@ -10,7 +10,9 @@ mod dns;
 mod error;
 #[path = "loop.rs"]
 mod event_loop;
+mod fs;
 mod handle;
+mod http_parser;
 mod misc;
 mod pipe;
 mod poll;
@@ -394,8 +396,15 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("cpu_info", misc::cpu_info),
     ("interface_addresses", misc::interface_addresses),
     ("random", misc::random),
+    // file system
+    ("fs_stat", fs::fs_stat),
+    ("fs_lstat", fs::fs_lstat),
+    ("fs_realpath", fs::fs_realpath),
+    ("fs_chmod", fs::fs_chmod),
+    ("fs_unlink", fs::fs_unlink),
     // extensions
     ("sendfile", stream::sendfile),
+    ("http_parse_head", http_parser::http_parse_head),
     ("new_deflate", deflate::new_deflate),
     ("new_inflate", deflate::new_inflate),
 ];

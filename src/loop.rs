@@ -97,6 +97,8 @@ pub struct State {
     /// Async handles sent to whose callback has not run yet, in send order.
     pub asyncs: Vec<usize>,
     pub dns: crate::dns::Dns,
+    /// Callbacks with their arguments, due in the next pending phase (fs calls with a callback).
+    deferred: VecDeque<(LuaFunction, Vec<LuaValue>)>,
 }
 
 impl State {
@@ -124,6 +126,7 @@ impl State {
             signals: crate::signal::Signals::default(),
             asyncs: Vec::new(),
             dns: crate::dns::Dns::default(),
+            deferred: VecDeque::new(),
         })
     }
 
@@ -133,6 +136,12 @@ impl State {
 
     pub fn update_time(&mut self) {
         self.now_ms = self.start.elapsed().as_millis() as u64;
+    }
+
+    /// Queues `cb(args...)` for the next pending phase; it keeps the loop alive until then.
+    pub fn defer(&mut self, cb: LuaFunction, args: Vec<LuaValue>) {
+        self.alive_reqs += 1;
+        self.deferred.push_back((cb, args));
     }
 
     pub fn alive(&self) -> bool {
@@ -206,6 +215,7 @@ impl State {
             || !self.alive()
             || !self.idles.is_empty()
             || !self.pending.is_empty()
+            || !self.deferred.is_empty()
             || !self.closing.is_empty()
             || !self.io_ready.is_empty()
             || !self.asyncs.is_empty()
@@ -358,6 +368,14 @@ fn run_phases(lua: &Lua, core: &Rc<Core>, mode: Mode) -> LuaResult<bool> {
 }
 
 fn run_pending(core: &Rc<Core>) -> LuaResult<bool> {
+    let d = core.st()?.deferred.len();
+    for _ in 0..d {
+        let Some((cb, args)) = core.st()?.deferred.pop_front() else {
+            break;
+        };
+        core.st()?.alive_reqs -= 1;
+        call(core, &cb, LuaMultiValue::from_vec(args))?;
+    }
     let n = core.st()?.pending.len();
     for _ in 0..n {
         let (p, _keep) = {
@@ -376,7 +394,7 @@ fn run_pending(core: &Rc<Core>) -> LuaResult<bool> {
             }
         }
     }
-    Ok(n > 0)
+    Ok(n + d > 0)
 }
 
 fn run_watchers(core: &Rc<Core>, kind: Kind) -> LuaResult<()> {

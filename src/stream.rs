@@ -493,6 +493,11 @@ fn write_impl(
         }
     }
     if done {
+        if cb.is_none() && err.is_none() {
+            // Nothing will ever observe this request: no need to keep it for the pending phase.
+            let req = req_object(lua, "write")?;
+            return Ok(LuaMultiValue::from_vec(vec![req]));
+        }
         st.pending.push_back(Pending {
             id: h.id,
             cb,

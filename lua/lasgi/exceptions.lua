@@ -62,6 +62,14 @@ function M.client_disconnect()
   return setmetatable({}, ClientDisconnect)
 end
 
+---True when something up the chain (an App, or the Exceptions middleware) turns raised HTTPExceptions into
+---responses, so that routes may raise them instead of answering themselves.
+---@param scope table
+---@return boolean
+function M.handled(scope)
+  return scope.app ~= nil or scope["lasgi.exceptions"] == true
+end
+
 ---True when `e` is an error object of class `cls`.
 ---@param e any
 ---@param cls table

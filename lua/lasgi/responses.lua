@@ -344,7 +344,8 @@ function FileResponse:__call(scope, _, send)
   if not st or st.type ~= "file" then
     error("FileResponse: not a regular file: " .. self.path, 0)
   end
-  local headers = self.headers
+  -- Work on a copy: the same FileResponse may be sent more than once (with or without a Range).
+  local headers = datastructures.headers(self.headers)
   local size = st.size
   local etag
   if st.mtime then

@@ -118,20 +118,35 @@ end
 function M.request_response(endpoint)
   return function(scope, receive, send)
     local req = request_mod.new(scope, receive, send)
+    local started = false
+    local function tracked(ev)
+      if ev.type == "http.response.start" then started = true end
+      return send(ev)
+    end
     local ok, result = pcall(endpoint, req)
     if ok then
       ok, result = pcall(function()
-        to_response(result, "Route")(scope, receive, send)
+        to_response(result, "Route")(scope, receive, tracked)
       end)
     end
     req:close()
-    if not ok then error(result, 0) end
+    if ok then return end
+    -- Outside an App (a bare Router), HTTPException still becomes its response; inside one, the App's
+    -- exception handlers decide.
+    if not exceptions.handled(scope) and not started and exceptions.is(result, exceptions.HTTPException) then
+      local headers = result.headers
+      if result.status == 204 or result.status == 304 then
+        return responses.response("", result.status, headers)(scope, receive, send)
+      end
+      return responses.text(result.detail, result.status, headers)(scope, receive, send)
+    end
+    error(result, 0)
   end
 end
 
 local function method_not_allowed(scope, receive, send, allow)
   local headers = { { "allow", allow } }
-  if scope.app then error(exceptions.http(405, nil, headers), 0) end
+  if exceptions.handled(scope) then error(exceptions.http(405, nil, headers), 0) end
   responses.text("Method Not Allowed", 405, headers)(scope, receive, send)
 end
 
@@ -348,7 +363,7 @@ local function not_found(scope, receive, send)
     send({ type = "websocket.close", code = 1000, reason = "" })
     return
   end
-  if scope.app then error(exceptions.http(404), 0) end
+  if exceptions.handled(scope) then error(exceptions.http(404), 0) end
   responses.text("Not Found", 404)(scope, receive, send)
 end
 
@@ -445,17 +460,23 @@ function Router:__call(scope, receive, send)
   if scope.router == nil then scope.router = self end
   if t == "lifespan" then return self:lifespan(scope, receive, send) end
   local partial, partial_child
+  local allow, allowed = {}, {}
   for _, r in ipairs(self.routes) do
     local m, child = r:matches(scope)
     if m == FULL then
       merge(scope, child)
       return r:handle(scope, receive, send)
-    elseif m == PARTIAL and not partial then
-      partial, partial_child = r, child
+    elseif m == PARTIAL then
+      if not partial then partial, partial_child = r, child end
+      -- Allow lists the methods of every route at this path, not only the first one's.
+      for _, method in ipairs(r.method_list or {}) do
+        if not allowed[method] then allowed[method] = true; allow[#allow + 1] = method end
+      end
     end
   end
   if partial then
     merge(scope, partial_child)
+    if #allow > 0 then return method_not_allowed(scope, receive, send, table.concat(allow, ", ")) end
     return partial:handle(scope, receive, send)
   end
   local rp = M.route_path(scope)

@@ -101,7 +101,7 @@ local function not_found(self, scope, receive, send)
       return respond(scope, receive, send, responses.file(p, { status = 404, stat = st, conditional = false }))
     end
   end
-  if scope.app then error(exceptions.http(404), 0) end
+  if exceptions.handled(scope) then error(exceptions.http(404), 0) end
   return respond(scope, receive, send, responses.text("Not Found", 404))
 end
 
@@ -109,7 +109,7 @@ function StaticFiles:__call(scope, receive, send)
   if scope.type ~= "http" then error("StaticFiles: only http scopes are served", 0) end
   self:init()
   if scope.method ~= "GET" and scope.method ~= "HEAD" then
-    if scope.app then error(exceptions.http(405, nil, { { "allow", "GET, HEAD" } }), 0) end
+    if exceptions.handled(scope) then error(exceptions.http(405, nil, { { "allow", "GET, HEAD" } }), 0) end
     return respond(scope, receive, send, responses.text("Method Not Allowed", 405, { { "allow", "GET, HEAD" } }))
   end
   local segs = safe_segments(scope)

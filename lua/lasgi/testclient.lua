@@ -96,19 +96,27 @@ local function validate_http(r, ev)
         error(("send: invalid header at position %d"):format(i), 3)
       end
     end
+    if ev.trailers and not (r.scope.extensions and r.scope.extensions["http.response.trailers"]) then
+      error("send: trailers = true but http.response.trailers is not offered in scope.extensions", 3)
+    end
+    r.trailers_expected = ev.trailers == true
     r.http_state = "body"
   elseif st == "body" then
+    local finished = r.trailers_expected and "trailers" or "done"
     if t == "http.response.body" then
       if ev.body ~= nil and type(ev.body) ~= "string" then error("send: body must be a string", 3) end
-      if not ev.more_body then r.http_state = "done" end
+      if not ev.more_body then r.http_state = finished end
     elseif t == "http.response.pathsend" then
       if not (r.scope.extensions and r.scope.extensions["http.response.pathsend"]) then
         error("send: http.response.pathsend is not offered in scope.extensions", 3)
       end
-      r.http_state = "done"
+      r.http_state = finished
     else
       error("send: unexpected event " .. t .. " during the response body", 3)
     end
+  elseif st == "trailers" then
+    if t ~= "http.response.trailers" then error("send: expected http.response.trailers, got " .. t, 3) end
+    if not ev.more_trailers then r.http_state = "done" end
   else
     error("send: " .. t .. " after the response completed", 3)
   end
@@ -154,7 +162,8 @@ M.TestClient = TestClient
 
 ---Creates a client. opts: base_url ("http://testserver"), root_path (""), raise_server_exceptions (true:
 ---an error raised by the app is raised again from the request), headers (sent with every request),
----client ({"testclient", 50000}), extensions (scope.extensions, e.g. {["http.response.pathsend"] = {}}),
+---client ({"testclient", 50000}), extensions (scope.extensions, e.g. {["http.response.pathsend"] = {}};
+---with "http.response.trailers", trailers sent by the app end up in response.trailers),
 ---follow_redirects (true).
 ---@param app function|table
 ---@param opts? table
@@ -377,6 +386,9 @@ function TestClient:send_once(method, url, opts)
       resp.headers = datastructures.headers(ev.headers or {})
     elseif ev.type == "http.response.body" then
       resp.chunks[#resp.chunks + 1] = ev.body or ""
+    elseif ev.type == "http.response.trailers" then
+      resp.trailers = resp.trailers or datastructures.headers()
+      for name, value in datastructures.headers(ev.headers or {}):items() do resp.trailers:add(name, value) end
     elseif ev.type == "http.response.pathsend" then
       resp.pathsend = ev.path
       local f = assert(io.open(ev.path, "rb"))

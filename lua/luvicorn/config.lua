@@ -15,6 +15,12 @@ M.OPTIONS = {
   { "loop", "choice", "luvrs", "Event loop module.", { "luvrs", "luv" } },
   { "http", "choice", "native", "Request-head parser (native falls back to lua on luv).", { "native", "lua" } },
   { "lifespan", "choice", "auto", "Lifespan implementation.", { "auto", "on", "off" } },
+  { "ws", "choice", "auto", "WebSocket support (none: upgrade requests reach the app as HTTP).", { "auto", "none" } },
+  { "ws-max-size", "int", 16777216, "WebSocket max message size in bytes." },
+  { "ws-max-queue", "int", 32, "WebSocket max incoming messages queued for the app." },
+  { "ws-ping-interval", "number", 20, "WebSocket ping interval in seconds." },
+  { "ws-ping-timeout", "number", 20, "WebSocket ping timeout in seconds." },
+  { "ws-per-message-deflate", "bool", true, "WebSocket permessage-deflate (when the loop has deflate)." },
   { "limit-concurrency", "int", nil, "Maximum concurrent connections or requests before answering 503." },
   { "limit-max-requests", "int", nil, "Maximum number of requests to serve before terminating the process." },
   { "timeout-keep-alive", "number", 5, "Close Keep-Alive connections idle for this many seconds." },
@@ -259,12 +265,21 @@ function M.help()
       flag = flag .. " / --no-" .. opt.name
     elseif opt.kind == "choice" then
       flag = flag .. " [" .. table.concat(opt.choices, "|") .. "]"
+    elseif opt.kind == "multi" then
+      flag = flag .. " NAME:VALUE"
     elseif opt.kind ~= "flag" then
       flag = flag .. " " .. (opt.kind == "string" and "TEXT" or opt.kind:upper())
     end
     local help = opt.help
-    if opt.default ~= nil and opt.kind ~= "flag" then help = help .. " [default: " .. tostring(opt.default) .. "]" end
-    lines[#lines + 1] = ("  %-44s %s"):format(flag, help)
+    if opt.default ~= nil and opt.default ~= "" and opt.kind ~= "flag" then
+      help = help .. " [default: " .. tostring(opt.default) .. "]"
+    end
+    if #flag > 36 then
+      lines[#lines + 1] = "  " .. flag
+      lines[#lines + 1] = (" "):rep(40) .. help
+    else
+      lines[#lines + 1] = ("  %-37s %s"):format(flag, help)
+    end
   end
   return table.concat(lines, "\n") .. "\n"
 end

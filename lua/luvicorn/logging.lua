@@ -3,7 +3,7 @@
 ---@class luvicorn.logging
 local M = {}
 
-local format, concat = string.format, table.concat
+local format, type, tostring = string.format, type, tostring
 
 M.LEVELS = { critical = 50, error = 40, warning = 30, info = 20, debug = 10, trace = 5 }
 
@@ -62,6 +62,18 @@ function Logger:enabled(level)
   return (M.LEVELS[level] or 0) >= self.level
 end
 
+---The client part of an access-log line: "host:port", the path of a Unix socket, or "-".
+---@param client table|nil `{ host, port }`
+---@return string
+function M.client_str(client)
+  if not client then return "-" end
+  if client[2] then return format("%s:%d", client[1], client[2]) end
+  return tostring(client[1])
+end
+
+local ACCESS = '%s - "%s %s HTTP/%s" %d %s %.2fms'
+local ACCESS_LINE = "INFO:     " .. ACCESS .. "\n"
+
 ---Formats one access-log line (without the level prefix and newline).
 ---@param client table|nil `{ host, port }`
 ---@param method string
@@ -72,15 +84,15 @@ end
 ---@param ms number response time in milliseconds
 ---@return string
 function M.access_line(client, method, target, http_version, status, reason, ms)
-  local who = client and (client[2] and format("%s:%d", client[1], client[2]) or tostring(client[1])) or "-"
-  return concat({ who, ' - "', method, " ", target, " HTTP/", http_version, '" ', tostring(status), " ",
-    reason, format(" %.2fms", ms) })
+  return format(ACCESS, M.client_str(client), method, target, http_version, status, reason, ms)
 end
 
----Writes an access-log line.
+---Writes an access-log line. `client` is a table as in the scope, or a string from M.client_str (the
+---server passes the string it keeps per connection: one format per request instead of two).
 function Logger:access(client, method, target, http_version, status, reason, ms)
   if not self.access_enabled then return end
-  self.out:write(PREFIX.info, M.access_line(client, method, target, http_version, status, reason, ms), "\n")
+  if type(client) ~= "string" then client = M.client_str(client) end
+  self.out:write(format(ACCESS_LINE, client, method, target, http_version, status, reason, ms))
 end
 
 ---Flushes buffered access-log lines.

@@ -48,7 +48,8 @@ function Conn:write(data)
   if self.closing then return end
   local stream = self.stream
   local try_write = self.uv_try_write
-  if try_write and stream:get_write_queue_size() == 0 then
+  -- no write request pending means an empty queue: no need to ask the loop (each call into it counts)
+  if try_write and self.pending == 0 then
     -- most responses fit in the socket buffer: a synchronous write needs no request and no callback
     local n, err, code = try_write(stream, data)
     if n then
@@ -67,12 +68,13 @@ function Conn:write(data)
     end
   end
   local ok, err = stream:write(data, self.on_write)
-  if not ok then self:abort(err) end
+  if not ok then return self:abort(err) end
+  self.pending = self.pending + 1
 end
 
 function Conn:get_write_queue_size()
-  if self.closing then return 0 end
-  return self.stream:get_write_queue_size()
+  if self.closing or self.pending == 0 then return 0 end
+  return self.uv_queue_size(self.stream)
 end
 
 function Conn:pause_reading()
@@ -110,9 +112,18 @@ function Conn:abort(err)
   if not stream:is_closing() then stream:close(self.on_close) end
 end
 
+-- The file range joins the stream's write queue: counted as a pending write so that later writes queue
+-- behind it instead of trying the socket first.
 local function conn_sendfile(self, path, offset, length, cb)
-  local ok, err = self.server.uv.sendfile(self.stream, path, offset, length, function(e) cb(e) end)
-  if not ok then cb(err or "EIO") end
+  self.pending = self.pending + 1
+  local ok, err = self.server.uv.sendfile(self.stream, path, offset, length, function(e)
+    self.pending = self.pending - 1
+    cb(e)
+  end)
+  if not ok then
+    self.pending = self.pending - 1
+    cb(err or "EIO")
+  end
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -144,7 +155,9 @@ function Server:on_connection(listener)
   else
     server_addr = listener.addr
   end
-  local conn = setmetatable({ server = self, stream = stream, reading = true, uv_try_write = uv.try_write }, Conn)
+  -- the loop's functions are called directly: a method lookup on a handle costs more than the call
+  local conn = setmetatable({ server = self, stream = stream, reading = true, uv_try_write = uv.try_write,
+    uv_queue_size = uv.stream_get_write_queue_size, pending = 0 }, Conn)
   if uv.sendfile then conn.sendfile = conn_sendfile end
   local proto = http.new(self.ctx, conn, client, server_addr)
   conn.proto = proto
@@ -160,9 +173,12 @@ function Server:on_connection(listener)
     end
   end
   conn.on_write = function(werr)
+    conn.pending = conn.pending - 1
     if werr then return end
     local p = conn.proto
-    if p.want_drain and not conn.closing and stream:get_write_queue_size() <= http.LOW_WATER then p:drained() end
+    if (p.want_drain or p.upgraded) and not conn.closing and stream:get_write_queue_size() <= http.LOW_WATER then
+      p:drained()
+    end
   end
   conn.on_shutdown = function()
     if not stream:is_closing() then
@@ -237,9 +253,16 @@ function Server:listen()
   local host = config.host
   if not host:match("^[%d%.]+$") and not host:find(":", 1, true) then
     -- a name: resolve it once, synchronously, before serving
-    local res = uv.getaddrinfo and uv.getaddrinfo(host, nil, { socktype = "stream" })
-    if not res or not res[1] then return nil, "cannot resolve host " .. host end
-    host = res[1].addr
+    if uv.getaddrinfo then
+      local res = uv.getaddrinfo(host, nil, { socktype = "stream" })
+      if not res or not res[1] then return nil, "cannot resolve host " .. host end
+      host = res[1].addr
+    elseif host == "localhost" then
+      host = "127.0.0.1"
+    else
+      return nil, ("cannot resolve host %s: the loop module %q has no getaddrinfo; give an IP address")
+        :format(host, loop_choice.name or "?")
+    end
   end
   local handle = uv.new_tcp()
   local ok, err = handle:bind(host, config.port)
@@ -337,6 +360,7 @@ end
 
 function Server:sweep()
   local now = self.uv.now()
+  self.now = now
   for conn in pairs(self.conns) do
     if conn.closing then
       if not conn.closed and conn.close_deadline and now >= conn.close_deadline then conn:abort() end
@@ -398,7 +422,8 @@ function Server:run()
     app = self.app,
     parse_head = parser.parse_head,
     log = log,
-    clock = uv.now,
+    -- timeouts are checked once per tick anyway: a clock read per tick instead of per request
+    clock = function() return self.now end,
     time = os.time,
     hrtime = uv.hrtime,
     max_request_head = config.max_request_head,
@@ -420,21 +445,16 @@ function Server:run()
     date_header = config.date_header,
     headers = config.header,
     state = self.lifespan.state,
+    uv = uv,
+    ws = config.ws,
+    ws_config = {
+      ws_max_size = config.ws_max_size, ws_max_queue = config.ws_max_queue,
+      ws_ping_interval = config.ws_ping_interval, ws_ping_timeout = config.ws_ping_timeout,
+      ws_per_message_deflate = config.ws_per_message_deflate,
+    },
   })
 
-  local lok, lerr = self:listen()
-  if not lok then
-    log:error(lerr)
-    self:close_listeners()
-    return 3
-  end
-
-  local tick = math.min(config.timeout_keep_alive, config.timeout_request_head) * 1000 / 4
-  tick = math.max(50, math.min(250, math.floor(tick)))
-  self.sweeper = uv.new_timer()
-  self.sweeper:start(tick, tick, function() self:sweep() end)
-  self.sweeper:unref()
-
+  -- signals first: the "running on" line must never come before a SIGTERM can be handled
   local function on_signal(signame)
     return function()
       if self.shutting_down then
@@ -449,6 +469,24 @@ function Server:run()
   self.sigint:start("sigint", on_signal("sigint"))
   self.sigterm = uv.new_signal()
   self.sigterm:start("sigterm", on_signal("sigterm"))
+  local pok, lok, lerr = pcall(self.listen, self)
+  if not pok then lok, lerr = false, lok end
+  if not lok then
+    log:error(lerr)
+    self:close_listeners()
+    self.sigint:close()
+    self.sigterm:close()
+    pcall(uv.run, "nowait")
+    return 3
+  end
+
+  local tick = math.min(config.timeout_keep_alive, config.timeout_request_head) * 1000 / 4
+  tick = math.max(50, math.min(250, math.floor(tick)))
+  self.now = uv.now()
+  self.sweeper = uv.new_timer()
+  self.sweeper:start(tick, tick, function() self:sweep() end)
+  self.sweeper:unref()
+
 
   while true do
     local rok, rerr = pcall(uv.run, "default")

@@ -708,6 +708,7 @@ function Socket:write(data)
   new_op(fname)
   if self.closed then return nil, "closed" end
   if self.werr then return nil, self.werr end
+  if type(data) == "table" and #data == 0 then return true end -- libuv asserts on a write of no buffers
   local s = self
   local req, err, name = self.handle:write(data, function(werr)
     s.inflight = s.inflight - 1
@@ -968,6 +969,7 @@ function co.tcp_connect(host, port, opts)
   check_ms(fname, "opts.timeout", opts.timeout, true)
   local loop = U()
   local bare = host:match("^%[(.*)%]$") or host
+  if not (is_ipv4(bare) or is_ipv6(bare)) and not loop.getaddrinfo then return nil, "ENOSYS" end
   local function resolve(done, set_req)
     if is_ipv4(bare) or is_ipv6(bare) then return done({ bare }) end
     local req, err, name = loop.getaddrinfo(bare, nil, { socktype = "stream" }, function(gerr, res)
@@ -1003,6 +1005,7 @@ function co.unix_connect(path, opts)
   opts = check_opts(fname, opts)
   check_ms(fname, "opts.timeout", opts.timeout, true)
   local loop = U()
+  if not loop.new_pipe then return nil, "ENOSYS" end
   return connect_op(fname, opts, function(done) done({ path }) end, function() return loop.new_pipe(false) end,
     function(h, addr, cb) return h:connect(addr, cb) end, "unix:" .. path)
 end
@@ -1120,6 +1123,7 @@ function co.unix_listen(path, handler, opts)
   if type(path) ~= "string" or path == "" then argerr(fname, "path", "a non-empty string", path) end
   opts = check_listen(fname, handler, opts)
   local loop = U()
+  if not loop.new_pipe then return nil, "ENOSYS" end
   local h = loop.new_pipe(false)
   local ok, err, name = h:bind(path)
   if not ok then

@@ -136,6 +136,22 @@ describe("luvrs.co", function()
       end)
     end)
 
+    it("reports a failed task nobody looked at when it is collected", function()
+      local reported = {}
+      co.set_error_handler(function(msg) reported[#reported + 1] = msg end)
+      go(function()
+        co.spawn(function() co.sleep(1) error("lost error") end)
+        local seen = co.spawn(function() co.sleep(1) error("seen error") end)
+        co.sleep(20)
+        assert.equal("failed", seen:status())
+      end)
+      collectgarbage()
+      collectgarbage()
+      co.set_error_handler(function(msg) io.stderr:write(msg, "\n") end)
+      assert.equal(1, #reported)
+      assert.matches("lost error", reported[1])
+    end)
+
     it("raises for wrong arguments, naming the function and argument", function()
       assert.has_error(function() co.spawn(nil) end, "luvrs.co.spawn: argument 'fn' must be a function (got nil)")
       go(function()
@@ -604,6 +620,7 @@ describe("luvrs.co", function()
       go(function()
         local s = assert(co.tcp_connect("127.0.0.1", srv.port))
         assert.is_true(s:write({ "a", "bc", "" }))
+        assert.is_true(s:write({}))
         assert.is_true(s:write("d"))
         assert.is_true(s:flush())
         assert.is_true(s:shutdown())
@@ -684,6 +701,51 @@ describe("luvrs.co", function()
         assert.is_true(sock.closed)
         assert.equal("cancelled", t:status())
         while not peer_eof do co.sleep(1) end
+      end)
+      srv.close()
+    end)
+
+    it("cancelling a task blocked in connect releases the attempt and its timer", function()
+      local server = uv.new_tcp()
+      assert(server:bind("127.0.0.1", 0))
+      assert(server:listen(1, function() end))
+      local port = server:getsockname().port
+      go(function()
+        local held, pending = {}, nil
+        for _ = 1, 4 do
+          local t = co.spawn(co.tcp_connect, "127.0.0.1", port, { timeout = 10000 })
+          co.sleep(20)
+          if t:status() == "running" then
+            pending = t
+            break
+          end
+          local _, s = t:result()
+          held[#held + 1] = s
+        end
+        assert.is_truthy(pending, "a connect should be left waiting on the full listen queue")
+        local before = #H.unclosed()
+        assert.is_true(pending:cancel())
+        assert.equal(before - 2, #H.unclosed()) -- its tcp handle and its timeout timer
+        for _, s in ipairs(held) do s:close() end
+      end)
+      server:close()
+    end)
+
+    it("cancelling a task blocked in write releases its send timer and closes its socket", function()
+      local srv = luv_server(function() end) -- never reads
+      go(function()
+        local sock
+        local t = co.spawn(function()
+          sock = assert(co.tcp_connect("127.0.0.1", srv.port))
+          local chunk = string.rep("w", 1024 * 1024)
+          for _ = 1, 256 do assert(sock:write(chunk)) end
+        end)
+        local t0 = uv.hrtime()
+        while not (sock and #sock.wwait > 0) and uv.hrtime() - t0 < 3e9 do co.sleep(5) end
+        assert.equal(1, #sock.wwait)
+        assert.is_true(t:cancel())
+        assert.is_true(sock.closed)
+        assert.equal(0, #sock.wwait)
       end)
       srv.close()
     end)

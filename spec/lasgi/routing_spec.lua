@@ -54,6 +54,10 @@ describe("lasgi.routing", function()
     assert.equal("Not Found", client:get("/nothing").text)
     -- a route earlier in the list that only differs by method does not hide a later full match
     assert.equal(200, client:post("/items").status)
+    -- Allow lists the methods of every route at that path
+    r = client:put("/items")
+    assert.equal(405, r.status)
+    assert.equal("GET, HEAD, POST", r.headers:get("allow"))
   end)
 
   it("allows HEAD wherever GET is allowed, without a body", function()
@@ -145,6 +149,17 @@ describe("lasgi.routing", function()
   it("raises when an endpoint returns no response", function()
     local c = lasgi.TestClient(Router{ Route("/", function() end) })
     assert.has_error(function() c:get("/") end, "Route: the endpoint returned nil, not a response")
+  end)
+
+  it("renders HTTPException from endpoints even without an App", function()
+    local c = lasgi.TestClient(Router{
+      Route("/gone", function() error(lasgi.HTTPException(410, "gone for good")) end),
+      Route("/big", function(req) return req:body({ max_size = 2 }) end, { methods = { "POST" } }),
+    })
+    local r = c:get("/gone")
+    assert.equal(410, r.status)
+    assert.equal("gone for good", r.text)
+    assert.equal(413, c:post("/big", { content = "xyz" }).status)
   end)
 
   it("adds routes after creation", function()

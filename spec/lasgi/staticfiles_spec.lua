@@ -20,6 +20,19 @@ local function write(path, content)
   f:close()
 end
 
+-- Runs a Lua script in a child lua5.4 (from the repository root) with one argument; returns its output.
+local function run_child(script, arg1)
+  local file = os.tmpname()
+  local f = assert(io.open(file, "wb"))
+  f:write(script)
+  f:close()
+  local h = io.popen(("lua5.4 %s '%s' 2>&1"):format(file, arg1:gsub("'", "'\\''")))
+  local out = h:read("a")
+  h:close()
+  os.remove(file)
+  return out
+end
+
 describe("lasgi.staticfiles", function()
   local root, client, html_client
   setup(function()
@@ -80,6 +93,20 @@ describe("lasgi.staticfiles", function()
     assert.equal(404, client:get("/static/escape.txt").status)
     assert.equal(404, client:get("/static/updir/secret.txt").status)
     assert.equal("hello", client:get("/static/alias.txt").text)
+  end)
+
+  it("with the real luv loaded, resolves symlinks with fs_realpath (child process)", function()
+    -- A child process, so that this busted process never holds two loop modules.
+    local script = table.concat({
+      "package.path = './lua/?.lua;./lua/?/init.lua;' .. package.path",
+      "local ok = pcall(require, 'luv') if not ok then print('no luv') return end",
+      "local lasgi = require 'lasgi'",
+      "local c = lasgi.TestClient(lasgi.StaticFiles({ directory = arg[1] }))",
+      "print(c:get('/escape.txt').status, c:get('/updir/secret.txt').status, c:get('/alias.txt').text)",
+    }, "\n")
+    local out = run_child(script, root .. "/public")
+    if out:match("^no luv") then return pending("luv is not installed") end
+    assert.equal("404\t404\thello\n", out)
   end)
 
   it("follows every symlink when follow_symlink is set", function()

@@ -65,6 +65,18 @@ describe("lasgi.testclient", function()
       "TestClient: the app returned without starting a response")
   end)
 
+  it("collects trailers when the extension is offered, and refuses them otherwise", function()
+    local function app(_, _, send)
+      send({ type = "http.response.start", status = 200, headers = {}, trailers = true })
+      send({ type = "http.response.body", body = "data" })
+      send({ type = "http.response.trailers", headers = { { "x-checksum", "abc" } }, more_trailers = false })
+    end
+    local r = lasgi.TestClient(app, { extensions = { ["http.response.trailers"] = {} } }):get("/")
+    assert.equal("data", r.text)
+    assert.equal("abc", r.trailers:get("x-checksum"))
+    assert.has_error(function() lasgi.TestClient(app):get("/") end)
+  end)
+
   it("builds scopes like a server", function()
     local seen
     local c = lasgi.TestClient(function(scope, receive, send)

@@ -201,14 +201,38 @@ describe("websocket permessage-deflate", function()
     local real = has_luvrs and deflate.available(luvrs)
     ;(real and it or pending)("decompresses RFC 7692's example 'Hello' with the real primitive", function()
       local _, p = deflate.negotiate { "permessage-deflate" }
-      local c = deflate.new(luvrs, p, 1000)
+      local c = deflate.new(luvrs, p, 100000)
       assert.equal("Hello", c:decompress("\xf2\x48\xcd\xc9\xc9\x07\x00"))
       -- The same message again, using the context of the first (RFC 7692 7.2.3.2).
       assert.equal("Hello", c:decompress("\xf2\x00\x11\x00\x00"))
       local msg = string.rep("compressible text ", 1000)
       local z = c:compress(msg)
       assert.is_true(#z < #msg / 10)
-      assert.equal(msg, c:decompress(z))
+      assert.is_true(c:decompress(z) == msg)
+    end)
+
+    ;(real and it or pending)("sends uncompressed when the primitive cannot use the agreed window", function()
+      local _, p = deflate.negotiate { "permessage-deflate; server_max_window_bits=10" }
+      local c = deflate.new(luvrs, p, 1000)
+      local z = c:compress("Hello")
+      if z then
+        assert.equal("Hello", c:decompress(z)) -- this primitive honours small windows
+      else
+        assert.is_nil(z)
+      end
+    end)
+
+    it("sends uncompressed when new_deflate refuses the window (nil, err)", function()
+      local uv = fake_uv()
+      local real_new = uv.new_deflate
+      uv.new_deflate = function(opts)
+        if opts.window_bits ~= 15 then return nil, "ENOTSUP: window_bits 15 only", "ENOTSUP" end
+        return real_new(opts)
+      end
+      local _, p = deflate.negotiate { "permessage-deflate; server_max_window_bits=10" }
+      local c = deflate.new(uv, p, 1000)
+      assert.is_nil(c:compress("Hello"))
+      assert.equal("Hello", c:decompress("\0\5\0\250\255Hello\0"))
     end)
   end)
 end)

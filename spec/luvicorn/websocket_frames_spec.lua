@@ -154,6 +154,14 @@ describe("websocket frames", function()
       end)
     end
 
+    it("applies limit_rsv1 to compressed (RSV1) frames and limit to the others", function()
+      local p = frames.new_parser { allow_rsv1 = true, limit = 10, limit_rsv1 = 20 }
+      p:feed(frames.encode(frames.BINARY, string.rep("z", 20), true, true, KEY))
+      assert.equal(20, #p:next().payload)
+      p:feed(frames.encode(frames.BINARY, string.rep("z", 11), true, false, KEY))
+      assert.equal(1009, select(2, p:next()))
+    end)
+
     it("accepts RSV1 on a data frame when the extension allows it", function()
       local out = parse_all(frames.encode(1, "x", true, true, KEY), { allow_rsv1 = true })
       assert.is_true(out[1].rsv1)

@@ -267,7 +267,7 @@ describe("websocket protocol", function()
       assert.truthy(errs[6]:find("accept after the handshake", 1, true))
       assert.truthy(errs[7]:find("exactly one of text or bytes", 1, true))
       assert.truthy(errs[8]:find("valid UTF%-8"))
-      assert.truthy(errs[9]:find("code must be an integer", 1, true))
+      assert.truthy(errs[9]:find("code must be 1000..1003, 1007..1014 or 3000..4999", 1, true))
     end)
 
     it("keeps bytes that arrived with the head and handles them after accept", function()
@@ -354,6 +354,58 @@ describe("websocket protocol", function()
       local bytes = frames.encode(frames.TEXT, "slow", true, false, MASK)
       for i = 1, #bytes do c.proto:data_received(bytes:sub(i, i)) end
       assert.equal("slow", c.events[2].text)
+    end)
+  end)
+
+  describe("random framing", function()
+    it("delivers random messages intact whatever the fragmentation and read chunking", function()
+      math.randomseed(6455)
+      for _ = 1, 30 do
+        local c = open()
+        local wire, want, pings = {}, {}, {}
+        for m = 1, math.random(1, 8) do
+          local text = math.random() < 0.5
+          local parts = {}
+          for i = 1, math.random(1, 300) do
+            parts[i] = text and utf8.char(math.random(0x20, 0x2FF), math.random(0x1F600, 0x1F64F))
+              or string.char(math.random(0, 255))
+          end
+          local msg = table.concat(parts)
+          want[m] = { text = text, msg = msg }
+          -- Cut the message anywhere (even inside a UTF-8 sequence) into 1..4 fragments.
+          local cuts, pos = {}, 1
+          for _ = 1, math.random(0, 3) do cuts[#cuts + 1] = math.random(pos, #msg + 1); pos = cuts[#cuts] end
+          cuts[#cuts + 1] = #msg + 1
+          local start = 1
+          for k, cut in ipairs(cuts) do
+            local op = k == 1 and (text and frames.TEXT or frames.BINARY) or frames.CONTINUATION
+            wire[#wire + 1] = frames.encode(op, msg:sub(start, cut - 1), k == #cuts, false, MASK)
+            start = cut
+            if math.random() < 0.3 then
+              local ping = "p" .. #pings
+              pings[#pings + 1] = ping
+              wire[#wire + 1] = frames.encode(frames.PING, ping, true, false, MASK)
+            end
+          end
+        end
+        local bytes = table.concat(wire)
+        local i = 1
+        while i <= #bytes do
+          local n = math.random(1, 200)
+          c.proto:data_received(bytes:sub(i, i + n - 1))
+          i = i + n
+        end
+        for m, w in ipairs(want) do
+          local ev = c.events[m + 1]
+          assert.equal(w.msg, w.text and ev.text or ev.bytes)
+        end
+        local _, list = c.output()
+        local pongs = {}
+        for _, f in ipairs(list) do
+          if f.opcode == frames.PONG then pongs[#pongs + 1] = f.payload end
+        end
+        assert.same(pings, pongs)
+      end
     end)
   end)
 
@@ -689,6 +741,32 @@ describe("websocket protocol", function()
       assert.is_true(waited)
     end)
 
+    it("wakes every coroutine waiting in send when the queue drains", function()
+      local queue, done = 1 << 20, {}
+      local send_fn
+      local c = connect {
+        queue = function() return queue end,
+        app = function(_, receive, send)
+          receive()
+          send { type = "websocket.accept" }
+          send_fn = send
+          local helper = coroutine.create(function()
+            send { type = "websocket.send", text = "from a helper" }
+            done[#done + 1] = "helper"
+          end)
+          coroutine.resume(helper)
+          send { type = "websocket.send", text = "from the app" }
+          done[#done + 1] = "app"
+        end,
+      }
+      assert.is_function(send_fn)
+      assert.same({}, done)
+      queue = 0
+      c.proto:drained()
+      table.sort(done)
+      assert.same({ "app", "helper" }, done)
+    end)
+
     it("returns nil, 'disconnected' to a waiting sender when the connection drops", function()
       local res
       local c = connect {
@@ -839,6 +917,18 @@ describe("websocket protocol", function()
       assert.equal(1009, close_code(list[#list]))
     end)
 
+    it("accepts a compressed payload a little over --ws-max-size when it inflates within it", function()
+      local c = open { uv = fake_uv(), headers = OFFER, config = { ws_max_size = 100 } }
+      local z = compress(string.rep("r", 100))
+      assert.is_true(#z > 100)
+      c.send(frames.BINARY, z, true, true)
+      assert.equal(string.rep("r", 100), c.events[2].bytes)
+      c.send(frames.BINARY, string.rep("\0", 1200), true, true)
+      local _, list = c.output()
+      assert.equal(1009, close_code(list[#list]))
+      assert.is_true(c.tr.closed) -- refused from the frame header
+    end)
+
     it("closes with 1007 for invalid UTF-8 after decompression and for corrupt data", function()
       local c = open { uv = fake_uv(), headers = OFFER }
       c.send(frames.TEXT, compress("\xff"), true, true)
@@ -848,6 +938,18 @@ describe("websocket protocol", function()
       c.send(frames.BINARY, "\7junk", true, true)
       _, list = c.output()
       assert.equal(1007, close_code(list[#list]))
+    end)
+
+    it("sends uncompressed frames when the primitive has no deflater for the agreed window", function()
+      local uv = fake_uv()
+      uv.new_deflate = function() return nil, "ENOTSUP: window_bits 15 only", "ENOTSUP" end
+      local c, head = open { uv = uv, headers = {
+        { "sec-websocket-extensions", "permessage-deflate; server_max_window_bits=10" } } }
+      assert.truthy(head:find("permessage-deflate; server_max_window_bits=10", 1, true))
+      c.send(frames.TEXT, compress("in"), true, true)
+      local _, list = c.output()
+      assert.is_false(list[1].rsv1)
+      assert.equal("in", list[1].payload)
     end)
 
     it("rejects RSV1 on a continuation frame with 1002", function()

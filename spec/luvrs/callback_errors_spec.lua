@@ -12,14 +12,6 @@ local function close_all(...)
 end
 
 describe("callback errors", function()
-  -- busted insulates each spec file, so each file gets a fresh helper with its own guard timer; the
-  -- guards of earlier files stay stopped and unreferenced: close them so they are not counted as leaks
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
   after_each(H.after_each)
 
   if H.impl ~= "luvrs" then

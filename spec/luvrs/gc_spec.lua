@@ -5,14 +5,7 @@ local uv = H.uv
 
 local CYCLES = 10000
 
--- H.fd_count formats the pid as given, and luv's os_getpid returns a float ("/proc/123.0/fd")
-local function fd_count()
-  if math.type(uv.os_getpid()) == "integer" then return H.fd_count() end
-  local p = io.popen("ls /proc/" .. math.tointeger(uv.os_getpid()) .. "/fd | wc -l")
-  local n = tonumber(p:read("*a"))
-  p:close()
-  return n - 1 -- the ls itself holds one through the pipe
-end
+local fd_count = H.fd_count
 
 local function full_gc()
   collectgarbage()
@@ -34,14 +27,6 @@ local function cycle()
 end
 
 describe("gc", function()
-  -- busted insulates each spec file, so each file gets a fresh helper with its own guard timer; the
-  -- guards of earlier files stay stopped and unreferenced: close them so they are not counted as leaks
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
   after_each(H.after_each)
 
   it(CYCLES .. " open/close cycles keep the Lua heap, RSS and fd count flat", function()

@@ -3,14 +3,6 @@ local H = require "helper"
 local uv = H.uv
 
 describe("idle/check/prepare", function()
-  -- busted insulates each spec file, so each file gets a fresh helper with its own guard timer; the
-  -- guards of earlier files stay stopped and unreferenced: close them so they are not counted as leaks
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
   after_each(H.after_each)
 
   for _, kind in ipairs({ "idle", "check", "prepare" }) do

@@ -3,14 +3,6 @@ local H = require "helper"
 local uv = H.uv
 
 describe("loop", function()
-  -- busted insulates each spec file, so each file gets a fresh helper with its own guard timer; the
-  -- guards of earlier files stay stopped and unreferenced: close them so they are not counted as leaks
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
   after_each(H.after_each)
 
   describe("run", function()
@@ -86,6 +78,19 @@ describe("loop", function()
     it("returns nothing", function()
       assert.equal(0, select("#", uv.stop()))
       uv.run("nowait") -- consume the pending stop
+    end)
+
+    it("called outside run(), makes the next run() return true at once, then clears", function()
+      local t = uv.new_timer()
+      local n = 0
+      t:start(0, 0, function() n = n + 1 end)
+      uv.stop()
+      assert.is_true(uv.run())
+      assert.equal(0, n)
+      assert.is_false(uv.run())
+      assert.equal(1, n)
+      t:close()
+      H.run()
     end)
   end)
 

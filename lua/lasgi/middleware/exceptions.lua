@@ -28,6 +28,7 @@ function M.new(app, handlers)
   handlers = handlers or {}
   return function(scope, receive, send)
     if scope.type ~= "http" and scope.type ~= "websocket" then return app(scope, receive, send) end
+    scope["lasgi.exceptions"] = true
     local started = false
     local function tracked(ev)
       if ev.type == "http.response.start" or ev.type == "websocket.accept" or ev.type == "websocket.close"

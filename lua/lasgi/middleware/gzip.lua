@@ -86,7 +86,9 @@ function M.new(app, opts)
       if mode == "start" then
         if t ~= "http.response.start" then return send(ev) end
         local h = datastructures.headers(ev.headers or {})
-        if h:has("content-encoding") or not compressible(h:get("content-type")) then
+        -- A 206 describes byte ranges of the uncompressed representation: compressing it would break them.
+        if h:has("content-encoding") or ev.status == 206 or h:has("content-range")
+            or not compressible(h:get("content-type")) then
           mode = "pass"
           return send(ev)
         end

@@ -50,6 +50,7 @@ function M.new(app, opts)
     local host = host_of(headers:get("host"))
     if allowed(host) then return app(scope, receive, send) end
     if scope.type == "websocket" then
+      receive() -- websocket.connect: the close answers it (the server turns it into a 403)
       return send({ type = "websocket.close", code = 1008, reason = "Invalid host header" })
     end
     if www_redirect and host:sub(1, 4) ~= "www." and listed["www." .. host] then

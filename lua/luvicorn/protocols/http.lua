@@ -32,6 +32,8 @@ M.HIGH_WATER = 64 * 1024 -- send() waits while more than this is queued for writ
 M.LOW_WATER = 16 * 1024 -- and resumes once the queue is back under this
 M.READ_BUFFER = 64 * 1024 -- reading stops while this much request body waits for the app
 
+local logging = require("luvicorn.logging")
+
 local LASGI = { version = "1.0", spec_version = "1.0" }
 
 M.REASONS = {
@@ -59,6 +61,14 @@ local STATUS_LINE = setmetatable({}, {
 })
 
 local TOKEN = "^[!#$%%&'*+%-.^_`|~%w]+$"
+-- "content-length: N\r\n" for the lengths seen, up to a bound (hello-world bodies hit it every time)
+local CL_LINE = setmetatable({}, {
+  __index = function(t, n)
+    local line = "content-length: " .. n .. "\r\n"
+    if n <= 16384 then t[n] = line end
+    return line
+  end,
+})
 local CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
 local EXT_PLAIN = { ["http.response.pathsend"] = {} }
 local EXT_TRAILERS = { ["http.response.pathsend"] = {}, ["http.response.trailers"] = {} }
@@ -85,7 +95,7 @@ function M.context(opts)
   return {
     app = opts.app,
     parse_head = opts.parse_head,
-    log = opts.log or require("luvicorn.logging").new({ level = "warning", access_log = false }),
+    log = opts.log or logging.new({ level = "warning", access_log = false }),
     clock = opts.clock or function() return os.time() * 1000 end,
     time = opts.time or os.time,
     hrtime = opts.hrtime,
@@ -107,6 +117,9 @@ function M.context(opts)
     extra_headers = concat(extra),
     state = opts.state or {},
     server = opts.server,
+    uv = opts.uv,
+    ws = opts.ws or "auto", -- "none" leaves Upgrade: websocket requests to the app as plain HTTP
+    ws_config = opts.ws_config,
     -- counters and caches
     active = 0, -- app calls running
     total = 0, -- requests started
@@ -139,6 +152,8 @@ local Cycle = {}
 Cycle.__index = Cycle
 Cycle.__name = "luvicorn.HttpCycle"
 
+local stale_send -- defined with the cycle's send functions below
+
 ---Creates the protocol of one connection.
 ---@param ctx table from M.context
 ---@param transport table see the module comment
@@ -167,6 +182,11 @@ function M.new(ctx, transport, client, server)
     deadline = ctx.clock() + ctx.head_ms,
     deadline_kind = "head",
     requests = 0,
+    upgraded = false,
+    spare = false, -- the cycle table, reused by each request
+    client_str = false, -- "host:port" for the access log, made once
+    -- reading the current request's body
+    chunked = false, remaining = 0, chunk_state = "size", body_total = 0, discard = false,
   }, Protocol)
   return self
 end
@@ -179,8 +199,9 @@ local pool, npool = {}, 0
 
 local function worker(cycle)
   while true do
-    local ok, err = xpcall(cycle.app, traceback, cycle.scope, cycle.receive, cycle.send)
-    cycle:app_done(ok, err)
+    local gen = cycle.gen
+    local ok, err = xpcall(cycle.proto.ctx.app, traceback, cycle.scope, cycle.receive, cycle.send)
+    cycle:app_done(gen, ok, err)
     npool = npool + 1
     pool[npool] = co_running()
     repeat cycle = co_yield() until getmetatable(cycle) == Cycle
@@ -268,7 +289,9 @@ end
 ---Feeds bytes received from the peer.
 ---@param data string
 function Protocol:data_received(data)
-  if self.state == "closed" then return end
+  local state = self.state
+  if state == "upgraded" then return self.upgraded:data_received(data) end
+  if state == "closed" then return end
   local buf = self.buf
   if buf == "" then self.buf = data else self.buf = buf .. data end
   self:process()
@@ -336,7 +359,7 @@ end
 
 function Protocol:start_request(method, target, minor, headers)
   local ctx = self.ctx
-  local cl, te, conn, host_n, expect, trailers_ok, xfp, xff
+  local cl, te, conn, host_n, expect, trailers_ok, xfp, xff, upgrade
   host_n = 0
   for i = 1, #headers do
     local h = headers[i]
@@ -361,6 +384,8 @@ function Protocol:start_request(method, target, minor, headers)
       xfp = h[2]
     elseif name == "x-forwarded-for" then
       xff = xff and (xff .. "," .. h[2]) or h[2]
+    elseif name == "upgrade" then
+      upgrade = h[2]
     end
   end
   if minor == 1 and host_n == 0 then return self:reject(400, "Missing Host header") end
@@ -441,40 +466,63 @@ function Protocol:start_request(method, target, minor, headers)
     state = state,
     extensions = trailers_ok and EXT_TRAILERS or EXT_PLAIN,
   }
+  if upgrade and ctx.ws ~= "none" and find(lower(upgrade), "websocket", 1, true) then
+    local ws = ctx.websocket
+    if ws == nil then
+      local ok, mod = pcall(require, "luvicorn.protocols.websocket")
+      ws = ok and mod or false
+      ctx.websocket = ws
+      if not ok then ctx.log:warning("WebSocket support unavailable: " .. tostring(mod)) end
+    end
+    if ws then return self:upgrade(ws, scope) end
+  end
   local has_body = chunked or (cl and cl > 0)
-  local cycle = setmetatable({
-    proto = self,
-    app = ctx.app,
-    scope = scope,
-    method = method,
-    target = target,
-    http_version = http_version,
-    is_head = method == "HEAD",
-    keep_alive = keep_alive,
-    expect_100 = expect and has_body or false,
-    trailers_ok = trailers_ok,
-    -- request body
-    chunked = chunked,
-    remaining = chunked and 0 or (cl or 0), -- bytes of the current chunk / of the body still to read
-    chunk_state = "size",
-    body_total = 0,
-    chunks = {},
-    nchunks = 0,
-    body_bytes = 0,
-    body_done = not has_body,
-    final_delivered = false,
-    discard = false,
-    -- response
-    response_started = false,
-    response_complete = false,
-    disconnected = false,
-    waiting = nil,
-    t0 = ctx.log.access_enabled and ctx.hrtime and ctx.hrtime() or nil,
-  }, Cycle)
-  cycle.receive = function() return cycle:receive_event() end
-  cycle.send = function(event) return cycle:send_event(event) end
+  -- A connection reuses its cycle table from one request to the next: building a table with this many
+  -- fields costs more than the rest of the request's bookkeeping. `gen` tells the requests apart: the
+  -- receive/send functions and the coroutine of an earlier request see a different gen and act as
+  -- "response complete" (that request's response completed before this one could start).
+  local cycle = self.spare
+  if not cycle then
+    cycle = setmetatable({
+      gen = 0, proto = self, scope = false, co = false, receive = false, send = false,
+      target = false, http_version = false, keep_alive = false, expect_100 = false, trailers_ok = false,
+      -- request body, as queued for the app (the reading state is the connection's)
+      chunks = false, nchunks = 0, body_bytes = 0, body_done = false, final_delivered = false,
+      -- response
+      response_started = false, response_complete = false, disconnected = false, waiting = false,
+      t0 = false, status = 0, cl = false, sent = 0, no_body = false, want_trailers = false, hdrs = "",
+      head_sent = false, chunked_out = false, app_connection = false, body_finished = false,
+      trailer_started = false,
+    }, Cycle)
+    self.spare = cycle
+  end
+  local gen = cycle.gen + 1
+  cycle.gen = gen
+  cycle.scope, cycle.co, cycle.target, cycle.http_version, cycle.keep_alive = scope, false, target, http_version,
+    keep_alive
+  cycle.expect_100, cycle.trailers_ok = expect and has_body or false, trailers_ok or false
+  cycle.chunks, cycle.nchunks, cycle.body_bytes, cycle.body_done, cycle.final_delivered = false, 0, 0, not has_body,
+    false
+  cycle.response_started, cycle.response_complete, cycle.disconnected, cycle.waiting = false, false, false, false
+  cycle.t0 = ctx.log.access_enabled and ctx.hrtime and ctx.hrtime() or false
+  cycle.status, cycle.cl, cycle.sent, cycle.no_body, cycle.want_trailers, cycle.hdrs = 0, false, 0, false, false, ""
+  cycle.head_sent, cycle.chunked_out, cycle.app_connection, cycle.body_finished, cycle.trailer_started =
+    false, false, false, false, false
+  cycle.receive = function()
+    if cycle.gen ~= gen then return { type = "http.disconnect" } end
+    return cycle:receive_event()
+  end
+  cycle.send = function(event)
+    if cycle.gen ~= gen then return stale_send(event) end
+    return cycle:send_event(event)
+  end
   self.cycle = cycle
   self.state = has_body and "body" or "wait"
+  self.chunked = chunked
+  self.remaining = chunked and 0 or (cl or 0) -- bytes of the current chunk / of the body still to read
+  self.chunk_state = "size"
+  self.body_total = 0
+  self.discard = false
 
   local co
   if npool > 0 then
@@ -489,11 +537,23 @@ function Protocol:start_request(method, target, minor, headers)
   self:resume(cycle, cycle)
 end
 
+-- Hands the connection to the WebSocket protocol, which answers the handshake (or rejects it) itself.
+function Protocol:upgrade(ws, scope)
+  local ctx = self.ctx
+  local buffered = self.buf
+  self.buf = ""
+  self.state = "upgraded"
+  self.upgraded = ws.upgrade({
+    scope = scope, transport = self.transport, app = ctx.app, clock = ctx.clock, buffered = buffered,
+    config = ctx.ws_config, uv = ctx.uv, headers = head_prefix(ctx), log = ctx.log,
+  })
+end
+
 local function deliver(self, cycle, data)
   local n = #data
-  cycle.body_total = cycle.body_total + n
+  self.body_total = self.body_total + n
   local max = self.ctx.max_body
-  if max and cycle.body_total > max then
+  if max and self.body_total > max then
     if cycle.response_started then
       self:abort()
     else
@@ -501,17 +561,22 @@ local function deliver(self, cycle, data)
     end
     return false
   end
-  if cycle.discard then return true end
+  if self.discard then return true end
   local k = cycle.nchunks + 1
   cycle.nchunks = k
-  cycle.chunks[k] = data
+  local chunks = cycle.chunks
+  if not chunks then
+    chunks = {}
+    cycle.chunks = chunks
+  end
+  chunks[k] = data
   cycle.body_bytes = cycle.body_bytes + n
   return true
 end
 
 local function body_complete(self, cycle)
   cycle.body_done = true
-  if cycle.discard then
+  if self.discard then
     self.cycle = nil
     self.state = "head"
   else
@@ -524,24 +589,24 @@ function Protocol:read_body()
   local cycle = self.cycle
   local buf = self.buf
   local got = false
-  if not cycle.chunked then
+  if not self.chunked then
     local n = #buf
     if n == 0 then return false end
-    local want = cycle.remaining
+    local want = self.remaining
     local data
     if n <= want then
       data, self.buf = buf, ""
     else
       data, self.buf = sub(buf, 1, want), sub(buf, want + 1)
     end
-    cycle.remaining = want - #data
+    self.remaining = want - #data
     if not deliver(self, cycle, data) then return false end
     got = true
-    if cycle.remaining == 0 then body_complete(self, cycle) end
+    if self.remaining == 0 then body_complete(self, cycle) end
   else
     local pos, len = 1, #buf
     while true do
-      local cs = cycle.chunk_state
+      local cs = self.chunk_state
       if cs == "size" then
         local e = find(buf, "\r\n", pos, true)
         if not e then
@@ -558,27 +623,27 @@ function Protocol:read_body()
         pos = e + 2
         local size = tonumber(hex, 16)
         if size == 0 then
-          cycle.chunk_state = "trailers"
+          self.chunk_state = "trailers"
         else
-          cycle.remaining = size
-          cycle.chunk_state = "data"
+          self.remaining = size
+          self.chunk_state = "data"
         end
       elseif cs == "data" then
         if pos > len then break end
-        local want = cycle.remaining
+        local want = self.remaining
         local avail = len - pos + 1
         local take = avail < want and avail or want
         local data = (pos == 1 and take == len) and buf or sub(buf, pos, pos + take - 1)
         pos = pos + take
-        cycle.remaining = want - take
+        self.remaining = want - take
         if not deliver(self, cycle, data) then return false end
         got = true
-        if cycle.remaining == 0 then cycle.chunk_state = "crlf" end
+        if self.remaining == 0 then self.chunk_state = "crlf" end
       elseif cs == "crlf" then
         if len - pos + 1 < 2 then break end
         if sub(buf, pos, pos + 1) ~= "\r\n" then return self:reject(400, "Invalid chunk data end") or false end
         pos = pos + 2
-        cycle.chunk_state = "size"
+        self.chunk_state = "size"
       else -- trailers: field lines until an empty line, read and dropped
         local e = find(buf, "\r\n", pos, true)
         if not e then
@@ -605,6 +670,7 @@ end
 ---The peer will send no more.
 function Protocol:eof_received()
   local state = self.state
+  if state == "upgraded" then return self.upgraded:eof_received() end
   if state == "closed" then return end
   if state == "wait" then
     -- the request is complete: let the response finish, then close
@@ -612,7 +678,7 @@ function Protocol:eof_received()
     return
   end
   local cycle = self.cycle
-  if state == "body" and cycle and not cycle.discard then
+  if state == "body" and cycle and not self.discard then
     cycle.disconnected = true
     if cycle.waiting then self:resume(cycle) end
   end
@@ -622,6 +688,10 @@ end
 ---The connection is gone (closed by either side, or failed).
 ---@param err string|nil
 function Protocol:connection_lost(err)
+  if self.state == "upgraded" then
+    self.state = "closed"
+    return self.upgraded:connection_lost(err)
+  end
   self.lost_error = err
   self.state = "closed"
   self.deadline = nil
@@ -634,6 +704,11 @@ end
 
 ---The write queue went back under the low-water mark.
 function Protocol:drained()
+  if self.state == "upgraded" then
+    local ws = self.upgraded
+    if ws.drained then ws:drained() end
+    return
+  end
   self.want_drain = false
   local cycle = self.cycle
   if cycle and cycle.waiting == "send" then self:resume(cycle) end
@@ -643,6 +718,10 @@ end
 ---@param now number milliseconds, same clock as ctx.clock
 ---@return boolean closed
 function Protocol:check_timeout(now)
+  if self.state == "upgraded" then
+    local ws = self.upgraded
+    return ws.check_timeout and ws:check_timeout(now) or false
+  end
   local deadline = self.deadline
   if not deadline or now < deadline or self.state == "closed" then return false end
   if self.deadline_kind == "head" and self.buf ~= "" then
@@ -656,6 +735,7 @@ end
 
 ---Graceful shutdown: idle connections close now, busy ones after their current response.
 function Protocol:shutdown()
+  if self.state == "upgraded" then return self.upgraded:shutdown() end
   if self.state == "closed" then return end
   if self.state == "head" then
     self:close()
@@ -684,7 +764,7 @@ function Cycle:receive_event()
     if n > 0 or (self.body_done and not self.final_delivered) then
       local body
       if n == 1 then body = self.chunks[1] elseif n == 0 then body = "" else body = concat(self.chunks, "", 1, n) end
-      if n > 0 then self.chunks = {} end
+      if n > 0 then self.chunks = false end
       self.nchunks = 0
       self.body_bytes = 0
       local more = not self.body_done
@@ -697,7 +777,7 @@ function Cycle:receive_event()
     end
     self.waiting = "receive"
     co_yield()
-    self.waiting = nil
+    self.waiting = false
   end
 end
 
@@ -709,12 +789,23 @@ local function wait_drain(self)
     proto.want_drain = true
     self.waiting = "send"
     co_yield()
-    self.waiting = nil
+    self.waiting = false
   end
 end
 
 local function bad(msg, level)
   error("send: " .. msg, level + 1)
+end
+
+-- send() of a request whose response completed (its connection has moved on to another request).
+function stale_send(event)
+  if type(event) ~= "table" then bad("event must be a table", 2) end
+  local t = event.type
+  if t == "http.response.start" or t == "http.response.body" or t == "http.response.pathsend"
+    or t == "http.response.trailers" then
+    bad(t .. " after the response completed", 2)
+  end
+  bad("unknown event type " .. tostring(t), 2)
 end
 
 function Cycle:start(event)
@@ -727,7 +818,8 @@ function Cycle:start(event)
   if headers == nil then headers = {} elseif type(headers) ~= "table" then
     bad("http.response.start 'headers' must be an array of {name, value} pairs", 3)
   end
-  local parts, n = { STATUS_LINE[status], "" }, 2
+  -- the app's header lines as one string: a concatenation per header beats a parts table and its growth
+  local hdrs = ""
   local cl
   for i = 1, #headers do
     local h = headers[i]
@@ -744,7 +836,10 @@ function Cycle:start(event)
         nvalid = nvalid + 1
       end
     end
-    if find(value, "[\r\n%z]") then bad(format("invalid value for header %q", name), 3) end
+    -- plain searches: a pattern with a character class costs many times more per byte
+    if find(value, "\r", 1, true) or find(value, "\n", 1, true) or find(value, "\0", 1, true) then
+      bad(format("invalid value for header %q", name), 3)
+    end
     if lname == "content-length" then
       if not find(value, "^%d+$") then bad("invalid content-length " .. value, 3) end
       cl = tonumber(value)
@@ -754,56 +849,46 @@ function Cycle:start(event)
     elseif lname == "transfer-encoding" then
       bad("transfer-encoding is chosen by the server", 3)
     end
-    parts[n + 1], parts[n + 2], parts[n + 3], parts[n + 4] = name, ": ", value, "\r\n"
-    n = n + 4
+    hdrs = hdrs .. name .. ": " .. value .. "\r\n"
   end
-  self.head_parts = parts
-  self.head_n = n
+  self.hdrs = hdrs
   self.response_started = true
   self.status = status
   self.cl = cl
   self.sent = 0
-  self.no_body = self.is_head or status < 200 or status == 204 or status == 304
+  self.no_body = self.scope.method == "HEAD" or status < 200 or status == 204 or status == 304
   self.want_trailers = event.trailers and self.trailers_ok or false
   if self.disconnected then return nil, "disconnected" end
   return true
 end
 
--- Finishes the head: framing headers chosen from what we know at the first body event.
-function Cycle:build_head(first_len, final)
-  local parts, n = self.head_parts, self.head_n
-  parts[2] = head_prefix(self.proto.ctx)
+-- Finishes the head: framing headers chosen from what we know at the first body event. A small body
+-- joins the head in the same string (one allocation, one write); the second result says so.
+function Cycle:build_head(first_len, final, body)
+  local framing, conn = "", ""
   if self.no_body then
-    if self.is_head and not self.cl and final and first_len > 0 then
-      n = n + 1
-      parts[n] = "content-length: " .. first_len .. "\r\n"
-    end
+    if self.scope.method == "HEAD" and not self.cl and final and first_len > 0 then framing = CL_LINE[first_len] end
   elseif self.cl then -- luacheck: ignore 542
   elseif final and not self.want_trailers then
     self.cl = first_len
-    n = n + 1
-    parts[n] = "content-length: " .. first_len .. "\r\n"
+    framing = CL_LINE[first_len]
   elseif self.http_version == "1.1" then
     self.chunked_out = true
-    n = n + 1
-    parts[n] = "transfer-encoding: chunked\r\n"
+    framing = "transfer-encoding: chunked\r\n"
   else
     self.keep_alive = false -- HTTP/1.0 streaming: the end of the connection ends the body
   end
   if not self.keep_alive then
-    if not self.app_connection then
-      n = n + 1
-      parts[n] = "connection: close\r\n"
-    end
+    if not self.app_connection then conn = "connection: close\r\n" end
   elseif self.http_version == "1.0" and not self.app_connection then
-    n = n + 1
-    parts[n] = "connection: keep-alive\r\n"
+    conn = "connection: keep-alive\r\n"
   end
-  n = n + 1
-  parts[n] = "\r\n"
-  self.head_parts = nil
   self.head_sent = true
-  return concat(parts, "", 1, n)
+  local status_line, prefix = STATUS_LINE[self.status], head_prefix(self.proto.ctx)
+  if body and first_len <= 16384 and not self.no_body and not self.chunked_out then
+    return status_line .. prefix .. self.hdrs .. framing .. conn .. "\r\n" .. body, true
+  end
+  return status_line .. prefix .. self.hdrs .. framing .. conn .. "\r\n", false
 end
 
 function Cycle:body(event)
@@ -824,7 +909,8 @@ function Cycle:body(event)
   end
   local len = #body
   local proto = self.proto
-  local head = not self.head_sent and self:build_head(len, not more) or nil
+  local head, merged
+  if not self.head_sent then head, merged = self:build_head(len, not more, body) end
   local cl = self.cl
   if cl and not self.no_body then
     local sent = self.sent + len
@@ -855,7 +941,7 @@ function Cycle:body(event)
       transport:write(last)
     end
   elseif head then
-    if len > 0 then transport:write({ head, body }) else transport:write(head) end
+    if merged or len == 0 then transport:write(head) else transport:write({ head, body }) end
   elseif len > 0 then
     transport:write(body)
   end
@@ -924,7 +1010,7 @@ function Cycle:pathsend(event)
     bad("http.response.pathsend: content-length differs from the file size", 3)
   end
   self.want_trailers = false
-  local head = self:build_head(size, true)
+  local head = self:build_head(size, true, nil)
   local proto = self.proto
   local transport = proto.transport
   transport:write(head)
@@ -940,7 +1026,7 @@ function Cycle:pathsend(event)
     while not done and not self.disconnected do
       self.waiting = "send"
       co_yield()
-      self.waiting = nil
+      self.waiting = false
     end
     if failure then
       proto:abort()
@@ -980,7 +1066,15 @@ function Protocol:response_complete(cycle)
   local ctx = self.ctx
   if ctx.log.access_enabled then
     local ms = cycle.t0 and (ctx.hrtime() - cycle.t0) / 1e6 or 0
-    ctx.log:access(self.client, cycle.method, cycle.target, cycle.http_version, cycle.status,
+    local client = cycle.scope.client
+    if client == self.client then
+      client = self.client_str
+      if not client then
+        client = logging.client_str(self.client)
+        self.client_str = client
+      end
+    end
+    ctx.log:access(client, cycle.scope.method, cycle.target, cycle.http_version, cycle.status,
       REASONS[cycle.status] or "", ms)
   end
   if self.cycle ~= cycle or self.state == "closed" then return end
@@ -991,25 +1085,24 @@ function Protocol:response_complete(cycle)
   if cycle.body_done then
     self.cycle = nil
     self.state = "head"
-  elseif cycle.expect_100 or cycle.chunked or cycle.remaining > M.READ_BUFFER then
+  elseif cycle.expect_100 or self.chunked or self.remaining > M.READ_BUFFER then
     -- the client waits for 100-continue, or too much body is left to read and drop: close instead
     self:close()
     return
   else
-    cycle.discard = true
-    cycle.chunks, cycle.nchunks, cycle.body_bytes = {}, 0, 0
+    self.discard = true
+    cycle.chunks, cycle.nchunks, cycle.body_bytes = false, 0, 0
     self.deadline = ctx.clock() + ctx.head_ms
     self.deadline_kind = "body"
   end
   if not self.processing then self:process() end
 end
 
-function Cycle:app_done(ok, err)
+function Cycle:app_done(gen, ok, err)
   local proto = self.proto
   local ctx = proto.ctx
   ctx.active = ctx.active - 1
-  self.app_finished = true
-  if self.response_complete then
+  if self.gen ~= gen or self.response_complete then
     if not ok then ctx.log:error("Exception in LASGI application\n" .. tostring(err)) end
     return
   end
@@ -1026,7 +1119,7 @@ function Cycle:app_done(ok, err)
     self.status = 500
     proto.transport:write(simple_response(ctx, 500, "Internal Server Error"))
     if ctx.log.access_enabled then
-      proto.ctx.log:access(proto.client, self.method, self.target, self.http_version, 500,
+      proto.ctx.log:access(self.scope.client, self.scope.method, self.target, self.http_version, 500,
         "Internal Server Error", 0)
     end
     proto:close()

@@ -82,12 +82,12 @@ local function wake_receiver(self)
   end
 end
 
-local function wake_sender(self)
-  local co = self.sender
-  if co then
-    self.sender = nil
-    resume(self, co)
-  end
+-- Wakes every coroutine waiting in send() for the write queue to drain (an app may send from several).
+local function wake_senders(self)
+  local list = self.senders
+  if #list == 0 then return end
+  self.senders = {}
+  for i = 1, #list do resume(self, list[i]) end
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ local function close_transport(self, abort)
     if abort and tr.abort then tr:abort() else tr:close() end
   end
   if self.on_close then self.on_close(self) end
-  wake_sender(self)
+  wake_senders(self)
   wake_receiver(self)
 end
 
@@ -319,7 +319,12 @@ end
 local function process(self)
   while self.state == "open" or self.state == "closing" do
     local parser = self.parser
-    parser.limit = self.max_size - (self.msg_opcode and self.msg_size or 0)
+    if self.msg_opcode then
+      local left = (self.msg_compressed and self.max_compressed or self.max_size) - self.msg_size
+      parser.limit, parser.limit_rsv1 = left, left
+    else
+      parser.limit, parser.limit_rsv1 = self.max_size, self.max_compressed
+    end
     local f, code, msg = parser:next()
     if not f then
       if code then fail(self, code, msg, false) end
@@ -430,12 +435,14 @@ local function make_send(self)
       if state ~= "open" then return nil, "disconnected" end
       local rsv1 = false
       if self.codec then
-        data = self.codec:compress(data)
-        rsv1 = true
+        local z = self.codec:compress(data)
+        if z then data, rsv1 = z, true end
       end
       send_frame(self, opcode, data, rsv1)
       if queue_size(self) > self.high_water then
-        self.sender = coroutine.running()
+        local co, main = coroutine.running()
+        if main then error("send: must be called inside a coroutine", 2) end
+        self.senders[#self.senders + 1] = co
         watch_drain(self)
         coroutine.yield()
         if self.state ~= "open" and self.state ~= "closing" then return nil, "disconnected" end
@@ -451,8 +458,8 @@ local function make_send(self)
       return true
     elseif t == "websocket.close" then
       local code, reason = ev.code, ev.reason
-      if code ~= nil and (math.type(code) ~= "integer" or code < 1000 or code > 4999) then
-        error("send: websocket.close code must be an integer 1000..4999", 2)
+      if code ~= nil and (math.type(code) ~= "integer" or not frames.valid_close_code(code)) then
+        error("send: websocket.close code must be 1000..1003, 1007..1014 or 3000..4999", 2)
       end
       if reason ~= nil and (type(reason) ~= "string" or not utf8.len(reason)) then
         error("send: websocket.close reason must be a UTF-8 string", 2)
@@ -632,6 +639,9 @@ function websocket.upgrade(opts)
     peer = client and ((client[1] or "?") .. ":" .. tostring(client[2] or "?")) or "-",
     max_size = math.floor(num(config, "ws_max_size")),
     max_queue = math.max(1, math.floor(num(config, "ws_max_queue"))),
+    -- DEFLATE can expand incompressible data slightly (a few bytes per block): a compressed message may
+    -- be this much larger than --ws-max-size, which still bounds what it inflates to.
+    max_compressed = math.floor(num(config, "ws_max_size")) + math.floor(num(config, "ws_max_size")) // 64 + 1024,
     ping_interval = num(config, "ws_ping_interval") * 1000,
     ping_timeout = num(config, "ws_ping_timeout") * 1000,
     close_timeout = num(config, "ws_close_timeout") * 1000,
@@ -640,6 +650,7 @@ function websocket.upgrade(opts)
     drain_poll = num(config, "ws_drain_poll"),
     state = "handshake",
     queue = { { type = "websocket.connect" } }, qh = 1, qn = 1,
+    senders = {},
     parser = frames.new_parser { require_mask = true },
     ping_count = 0,
     msg_size = 0,
@@ -701,7 +712,7 @@ function P:drained()
     self.pause_write = false
     update_reading(self)
   end
-  wake_sender(self)
+  wake_senders(self)
 end
 
 ---Fires the deadlines that are due: keepalive pings, the pong timeout (close 1011), the close-handshake

@@ -166,19 +166,24 @@ Codec.__index = Codec
 function deflate.new(uv, params, max_size, level)
   if not deflate.available(uv) then error("deflate.new: uv has no new_deflate/new_inflate", 2) end
   if type(params) ~= "table" then error("deflate.new: params must be a table", 2) end
+  -- A primitive that cannot honour a smaller window (luvrs' pure-Rust one: ENOTSUP) gives no deflater;
+  -- messages then go out uncompressed, which RFC 7692 always allows.
+  local d = uv.new_deflate { format = "raw", level = level or 6, window_bits = params.server_max_window_bits or 15 }
   return setmetatable({
     params = params,
     max_size = max_size,
-    d = uv.new_deflate { format = "raw", level = level or 6, window_bits = params.server_max_window_bits or 15 },
+    d = d or nil,
     -- Always the largest window: it decodes whatever window the client chose.
     i = uv.new_inflate { format = "raw", window_bits = 15, max_output = max_size },
   }, Codec)
 end
 
----Compresses one message into the payload of its frame(s) (RSV1 set on the first).
+---Compresses one message into the payload of its frame(s) (RSV1 set on the first); nil when this
+---connection sends uncompressed messages.
 ---@param msg string
----@return string
+---@return string|nil
 function Codec:compress(msg)
+  if not self.d then return nil end
   local out = self.d:write(msg, "sync")
   -- Every sync flush ends in an empty stored block; RFC 7692 7.2.1 removes its last four bytes.
   if sub(out, -4) == TAIL then out = sub(out, 1, -5) end

@@ -35,28 +35,21 @@ local WORDS = {}
 for k = 1, 15 do WORDS[k] = "<" .. ("i8"):rep(k) end
 local unpack = table.unpack
 
----Applies (or removes: it is its own inverse) a 4-byte masking key to `data`.
----@param data string
----@param key string 4 bytes
----@return string
-function frames.mask(data, key)
-  if type(data) ~= "string" then error("frames.mask: data must be a string", 2) end
-  if type(key) ~= "string" or #key ~= 4 then error("frames.mask: key must be a 4-byte string", 2) end
-  local n = #data
-  if n == 0 then return data end
-  local k4 = sunpack("<I4", key)
+-- Xors bytes first..last of `data` with the key `k4` (the 4 key bytes as a little-endian integer).
+-- Working in place on the receive buffer spares copying the payload out before unmasking it.
+local function mask_range(data, first, last, k4)
   local k = k4 | (k4 << 32)
   local out, o = {}, 0
-  local i = 1
-  while i + 127 <= n do
+  local i = first
+  while i + 127 <= last do
     local a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16 = sunpack(BULK, data, i)
     o = o + 1
     out[o] = spack(BULK, a1 ~ k, a2 ~ k, a3 ~ k, a4 ~ k, a5 ~ k, a6 ~ k, a7 ~ k, a8 ~ k,
       a9 ~ k, a10 ~ k, a11 ~ k, a12 ~ k, a13 ~ k, a14 ~ k, a15 ~ k, a16 ~ k)
     i = i + 128
   end
-  -- Every offset so far is a multiple of 8, so the key lines up again for the rest.
-  local words = (n - i + 1) // 8
+  -- Every offset so far is a multiple of 8 from `first`, so the key lines up again for the rest.
+  local words = (last - i + 1) // 8
   if words > 0 then
     local fmt = WORDS[words]
     local t = { sunpack(fmt, data, i) }
@@ -65,14 +58,25 @@ function frames.mask(data, key)
     out[o] = spack(fmt, unpack(t, 1, words))
     i = i + words * 8
   end
-  if i <= n then
+  if i <= last then
     -- 1..7 bytes left: pad to a word, xor, cut back.
-    local rest = n - i + 1
+    local rest = last - i + 1
     o = o + 1
-    out[o] = sub(spack("<i8", sunpack("<i8", sub(data, i) .. "\0\0\0\0\0\0\0") ~ k), 1, rest)
+    out[o] = sub(spack("<i8", sunpack("<i8", sub(data, i, last) .. "\0\0\0\0\0\0\0") ~ k), 1, rest)
   end
   if o == 1 then return out[1] end
   return concat(out, "", 1, o)
+end
+
+---Applies (or removes: it is its own inverse) a 4-byte masking key to `data`.
+---@param data string
+---@param key string 4 bytes
+---@return string
+function frames.mask(data, key)
+  if type(data) ~= "string" then error("frames.mask: data must be a string", 2) end
+  if type(key) ~= "string" or #key ~= 4 then error("frames.mask: key must be a 4-byte string", 2) end
+  if #data == 0 then return data end
+  return mask_range(data, 1, #data, sunpack("<I4", key))
 end
 
 ---Builds a frame header.
@@ -175,11 +179,12 @@ end
 ---@field require_mask boolean
 ---@field allow_rsv1 boolean
 ---@field limit integer largest data-frame payload accepted right now
+---@field limit_rsv1 integer the same for a frame with RSV1 (compressed data may be a little larger)
 local Parser = { __name = "luvicorn.websocket.Parser" }
 Parser.__index = Parser
 
 ---Creates a frame parser. Bytes go in with feed(); frames come out of next().
----@param opts? {require_mask?: boolean, allow_rsv1?: boolean, limit?: integer}
+---@param opts? {require_mask?: boolean, allow_rsv1?: boolean, limit?: integer, limit_rsv1?: integer}
 ---@return luvicorn.websocket.Parser
 function frames.new_parser(opts)
   opts = opts or {}
@@ -188,6 +193,7 @@ function frames.new_parser(opts)
     require_mask = opts.require_mask ~= false,
     allow_rsv1 = opts.allow_rsv1 or false,
     limit = opts.limit or math.maxinteger,
+    limit_rsv1 = opts.limit_rsv1 or opts.limit or math.maxinteger,
     buf = "", pos = 1,     -- the string being consumed and the next unread byte in it
     pending = {}, np = 0,  -- chunks received after buf, not merged yet
     avail = 0,             -- unread bytes in buf and pending together
@@ -264,14 +270,18 @@ function Parser:next()
     len = sunpack(">i8", buf, pos + 2)
     if len < 0 then return nil, frames.PROTOCOL_ERROR, "payload length has its most significant bit set" end
   end
-  if not control and len > self.limit then
+  if not control and len > (rsv1 and self.limit_rsv1 or self.limit) then
     return nil, frames.TOO_BIG, ("message over the %d-byte limit"):format(self.limit)
   end
   if masked then hlen = hlen + 4 end
   if not need(self, hlen + len) then return nil end
   buf, pos = self.buf, self.pos
-  local payload = sub(buf, pos + hlen, pos + hlen + len - 1)
-  if masked and len > 0 then payload = frames.mask(payload, sub(buf, pos + hlen - 4, pos + hlen - 1)) end
+  local payload
+  if masked and len > 0 then
+    payload = mask_range(buf, pos + hlen, pos + hlen + len - 1, sunpack("<I4", buf, pos + hlen - 4))
+  else
+    payload = sub(buf, pos + hlen, pos + hlen + len - 1)
+  end
   pos = pos + hlen + len
   self.avail = self.avail - hlen - len
   if pos > #buf then

@@ -161,7 +161,8 @@ for _, impl in ipairs(parsers.available(uv)) do
         send({ type = "http.response.start", status = 200 })
         send({ type = "http.response.body", body = scope.path })
       end)
-      p:data_received("GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\n\r\n")
+      p:data_received("GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+        .. "GET /3 HTTP/1.1\r\nHost: x\r\n\r\n")
       local r = responses(t.text())
       assert.are.same({ "/1", "/2", "/3" }, { r[1].body, r[2].body, r[3].body })
     end)
@@ -637,20 +638,20 @@ for _, impl in ipairs(parsers.available(uv)) do
       end)
 
       it("lets an in-flight response finish with connection: close", function()
-        local send_fn
         local p, t = make(function(_, _, send)
-          send_fn = send
           send({ type = "http.response.start", status = 200 })
-          coroutine.yield()
+          coroutine.yield() -- stands for a luvrs.co wait: resumed from outside
+          send({ type = "http.response.body", body = "done" })
         end)
         p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         p:shutdown()
         assert.is_false(t.closed)
-        -- the app is resumed by someone else (e.g. a luvrs.co timer) and completes
-        local co = p.cycle.co
-        send_fn = send_fn
-        assert(coroutine.resume(co)) -- resumes the yield: app returns without body -> abort
+        assert(coroutine.resume(p.cycle.co))
+        local r = responses(t.text())
+        assert.are.equal("done", r[1].body)
+        assert.are.equal("close", r[1].headers.connection)
         assert.is_true(t.closed)
+        assert.is_false(t.aborted)
       end)
     end)
 
@@ -722,13 +723,86 @@ for _, impl in ipairs(parsers.available(uv)) do
       local seen
       local app = function(scope, r, s) seen = scope; hello(scope, r, s) end
       local p = make(app)
-      p:data_received("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nX-Forwarded-Proto: https\r\n\r\n")
+      p:data_received("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\n"
+        .. "X-Forwarded-Proto: https\r\n\r\n")
       assert.are.equal("https", seen.scheme)
       assert.are.equal("10.0.0.1", seen.client[1])
       local p2 = make(app, { forwarded_allow_ips = { "10.9.9.9" } })
       p2:data_received("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n\r\n")
       assert.are.equal("http", seen.scheme)
       assert.are.equal("127.0.0.1", seen.client[1])
+    end)
+
+    it("keeps an earlier request's receive and send from touching the next request", function()
+      local first_send, first_receive
+      local n = 0
+      local p, t = make(function(scope, receive, send)
+        n = n + 1
+        if n == 1 then first_send, first_receive = send, receive end
+        send({ type = "http.response.start", status = 200 })
+        send({ type = "http.response.body", body = scope.path })
+      end)
+      p:data_received("GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+      local late_send
+      -- the second request's app waits, so it is the connection's current request
+      local p2, t2 = make(function(scope, _, send)
+        if scope.path == "/1" then
+          late_send = send
+          send({ type = "http.response.start", status = 200 })
+          send({ type = "http.response.body", body = "one" })
+          return
+        end
+        send({ type = "http.response.start", status = 200 })
+        coroutine.yield()
+        send({ type = "http.response.body", body = "two" })
+      end)
+      p2:data_received("GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+      local ok, err = pcall(late_send, { type = "http.response.body", body = "intruder" })
+      assert.is_false(ok)
+      assert.matches("after the response completed", err)
+      assert(coroutine.resume(p2.cycle.co))
+      local r = responses(t2.text())
+      assert.are.same({ "one", "two" }, { r[1].body, r[2].body })
+      -- and on the first connection, after its request is over
+      assert.are.same({ type = "http.disconnect" }, first_receive())
+      assert.has_error(function() first_send({ type = "http.response.start", status = 200 }) end)
+      assert.are.equal("/1", responses(t.text())[1].body)
+      assert.is_true(p:is_idle())
+    end)
+
+    it("never raises on random and malformed input fed in random pieces", function()
+      math.randomseed(4242)
+      local seeds = {
+        "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+        "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+      }
+      local function echo(_, receive, send)
+        local ev
+        repeat ev = receive() until ev.type ~= "http.request" or not ev.more_body
+        send({ type = "http.response.start", status = 200 })
+        send({ type = "http.response.body", body = "ok" })
+      end
+      for _ = 1, 500 do
+        local p, t = make(echo)
+        local stream = {}
+        for i = 1, math.random(1, 4) do stream[i] = seeds[math.random(#seeds)] end
+        local s = table.concat(stream)
+        for _ = 1, math.random(0, 3) do
+          local pos = math.random(1, #s)
+          s = s:sub(1, pos - 1) .. string.char(math.random(0, 255)) .. s:sub(pos + 1)
+        end
+        local pos = 1
+        while pos <= #s and not t.closed do
+          local n = math.random(1, 20)
+          p:data_received(s:sub(pos, pos + n - 1))
+          pos = pos + n
+        end
+        if not t.closed then p:eof_received() end
+        p:connection_lost()
+        for _, r in ipairs(responses(t.text())) do assert.is_number(r.status) end
+      end
     end)
 
     it("closes on EOF when idle, and finishes the response on EOF after a complete request", function()

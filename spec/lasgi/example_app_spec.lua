@@ -1,0 +1,108 @@
+-- The example notes app (examples/app), driven in-process by the test client.
+local lasgi = require "lasgi"
+local notes = require "examples.app.main"
+
+describe("examples.app", function()
+  local app, client
+  before_each(function()
+    app = notes.create()
+    client = lasgi.TestClient(app)
+  end)
+
+  it("shows the home page with the form", function()
+    local r = client:get("/")
+    assert.equal(200, r.status)
+    assert.equal("text/html; charset=utf-8", r.headers:get("content-type"))
+    assert.truthy(r.text:find('<form method="post" action="/notes"', 1, true))
+    assert.truthy(r.text:find("No notes yet.", 1, true))
+  end)
+
+  it("creates a note from the form, redirects to it and escapes its text", function()
+    local r = client:post("/notes", { data = { title = "<b>Shop</b>", body = "milk & eggs" },
+                                      follow_redirects = false })
+    assert.equal(303, r.status)
+    assert.equal("http://testserver/notes/1", r.headers:get("location"))
+    assert.matches("^last_note=1;", r.headers:get("set-cookie"))
+    local page = client:get("/notes/1")
+    assert.truthy(page.text:find("&lt;b&gt;Shop&lt;/b&gt;", 1, true))
+    assert.truthy(page.text:find("milk &amp; eggs", 1, true))
+    assert.truthy(client:get("/").text:find('href="/notes/1"', 1, true))
+  end)
+
+  it("answers 400 with the form again when the title is missing", function()
+    local r = client:post("/notes", { data = { title = "  ", body = "kept" } })
+    assert.equal(400, r.status)
+    assert.truthy(r.text:find("title is required", 1, true))
+    assert.truthy(r.text:find(">kept</textarea>", 1, true))
+  end)
+
+  it("deletes through the form", function()
+    client:post("/notes", { data = { title = "x" } })
+    local r = client:post("/notes/1/delete")
+    assert.equal(200, r.status)
+    assert.equal(404, client:get("/notes/1").status)
+  end)
+
+  it("offers a JSON API", function()
+    local r = client:get("/api/notes")
+    assert.same({ notes = {}, count = 0 }, r:json())
+    assert.truthy(r.text:find('"notes":[]', 1, true)) -- an empty array, not {}
+    r = client:post("/api/notes", { json = { title = "Read", body = "a book" } })
+    assert.equal(201, r.status)
+    assert.equal("/api/notes/1", r.headers:get("location"))
+    assert.equal("Read", r:json().title)
+    client:post("/api/notes", { json = { title = "Write" } })
+    local list = client:get("/api/notes"):json()
+    assert.equal(2, list.count)
+    assert.equal("Write", list.notes[1].title)
+    assert.equal(1, client:get("/api/notes?q=rea"):json().count)
+    assert.same({ error = "title is required" }, client:post("/api/notes", { json = { body = "b" } }):json())
+    assert.equal(422, client:post("/api/notes", { json = "text" }).status)
+    assert.equal(400, client:post("/api/notes", { content = "{bad" }).status)
+    assert.equal(204, client:delete("/api/notes/1").status)
+    r = client:get("/api/notes/1")
+    assert.equal(404, r.status)
+    assert.same({ error = "no note 1" }, r:json())
+    assert.equal(405, client:put("/api/notes/2").status)
+    assert.equal(413, client:post("/api/notes", { content = ("x"):rep(70000) }).status)
+  end)
+
+  it("serves static assets and refuses traversal", function()
+    local r = client:get("/static/app.css")
+    assert.equal(200, r.status)
+    assert.equal("text/css; charset=utf-8", r.headers:get("content-type"))
+    assert.equal("text/javascript; charset=utf-8", client:get("/static/app.js").headers:get("content-type"))
+    assert.equal(404, client:get("/static/../main.lua").status)
+    assert.equal(404, client:get("/static/%2e%2e/main.lua").status)
+  end)
+
+  it("pushes changes to WebSocket subscribers", function()
+    local ws = client:websocket_connect("/ws")
+    assert.same({ event = "hello", count = 0 }, ws:receive_json())
+    client:post("/api/notes", { json = { title = "Live" } })
+    local ev = ws:receive_json()
+    assert.equal("created", ev.event)
+    assert.equal("Live", ev.note.title)
+    client:delete("/api/notes/1")
+    assert.same({ event = "deleted", id = 1 }, ws:receive_json())
+    ws:send_text("ping")
+    assert.same({ event = "pong" }, ws:receive_json())
+    ws:close()
+    assert.is_nil(next(app.store.listeners))
+  end)
+
+  it("gzips large pages for clients that accept it, when the loop can deflate", function()
+    for i = 1, 30 do client:post("/api/notes", { json = { title = "note number " .. i } }) end
+    local r = client:get("/api/notes", { headers = { ["accept-encoding"] = "gzip" } })
+    local uv = require("lasgi.loop").get()
+    if uv and uv.new_deflate then
+      assert.equal("gzip", r.headers:get("content-encoding"))
+    else
+      assert.is_nil(r.headers:get("content-encoding"))
+    end
+  end)
+
+  it("runs its lifespan", function()
+    client:run(function(c) assert.equal(200, c:get("/healthz").status) end)
+  end)
+end)
