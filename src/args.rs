@@ -29,6 +29,19 @@ impl Args {
         Args { name, v }
     }
 
+    /// The same arguments under another function's name (for methods several types share).
+    pub fn renamed(&self, name: &'static str) -> Self {
+        Args {
+            name,
+            v: self.v.clone(),
+        }
+    }
+
+    /// How many arguments were passed (trailing nils included).
+    pub fn count(&self) -> usize {
+        self.v.len()
+    }
+
     /// Argument `i` (1-based); nil past the end.
     pub fn get(&self, i: usize) -> &LuaValue {
         self.v.get(i - 1).unwrap_or(&LuaValue::Nil)

@@ -29,6 +29,7 @@ pub fn describe(code: Errno) -> (&'static str, String) {
         ECONNABORTED => Some(("ECONNABORTED", "software caused connection abort")),
         ECONNREFUSED => Some(("ECONNREFUSED", "connection refused")),
         ECONNRESET => Some(("ECONNRESET", "connection reset by peer")),
+        EDESTADDRREQ => Some(("EDESTADDRREQ", "destination address required")),
         EEXIST => Some(("EEXIST", "file already exists")),
         EFAULT => Some(("EFAULT", "bad address in system call argument")),
         EFBIG => Some(("EFBIG", "file too large")),

@@ -18,6 +18,12 @@ pub enum Kind {
     Tcp,
     Timer,
     Signal,
+    Async,
+    Pipe,
+    Poll,
+    Process,
+    Tty,
+    Udp,
 }
 
 impl Kind {
@@ -29,6 +35,12 @@ impl Kind {
             Kind::Tcp => "tcp",
             Kind::Timer => "timer",
             Kind::Signal => "signal",
+            Kind::Async => "async",
+            Kind::Pipe => "pipe",
+            Kind::Poll => "poll",
+            Kind::Process => "process",
+            Kind::Tty => "tty",
+            Kind::Udp => "udp",
         }
     }
 
@@ -41,6 +53,12 @@ impl Kind {
             Kind::Tcp => 12,
             Kind::Timer => 13,
             Kind::Signal => 16,
+            Kind::Async => 1,
+            Kind::Pipe => 7,
+            Kind::Poll => 8,
+            Kind::Process => 10,
+            Kind::Tty => 14,
+            Kind::Udp => 15,
         }
     }
 
@@ -53,11 +71,17 @@ impl Kind {
             Kind::Tcp => "uv_tcp_t",
             Kind::Timer => "uv_timer_t",
             Kind::Signal => "uv_signal_t",
+            Kind::Async => "uv_async_t",
+            Kind::Pipe => "uv_pipe_t",
+            Kind::Poll => "uv_poll_t",
+            Kind::Process => "uv_process_t",
+            Kind::Tty => "uv_tty_t",
+            Kind::Udp => "uv_udp_t",
         }
     }
 
     pub fn is_stream(self) -> bool {
-        matches!(self, Kind::Tcp)
+        matches!(self, Kind::Tcp | Kind::Pipe | Kind::Tty)
     }
 }
 
@@ -87,6 +111,10 @@ pub enum Data {
     Watcher(Option<LuaFunction>),
     Stream(Box<Stream>),
     Signal(crate::signal::Signal),
+    Process(crate::process::Process),
+    Udp(Box<crate::udp::Udp>),
+    Async(crate::async_handle::Async),
+    Poll(Box<crate::poll::Poller>),
 }
 
 /// The loop-side state of one handle.
@@ -235,6 +263,11 @@ fn fd_of(st: &mut State, id: usize) -> Result<i32, i32> {
     }
     match &mut slot.data {
         Data::Stream(s) => s.fd().ok_or(libc::EBADF),
+        Data::Udp(u) => u
+            .sock
+            .as_ref()
+            .map(std::os::fd::AsRawFd::as_raw_fd)
+            .ok_or(libc::EBADF),
         _ => Err(libc::EINVAL),
     }
 }

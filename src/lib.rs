@@ -4,7 +4,9 @@
 //! the same functions as methods (`uv.timer_start(t, ...)` is `t:start(...)`).
 
 mod args;
+mod async_handle;
 mod deflate;
+mod dns;
 mod error;
 #[path = "loop.rs"]
 mod event_loop;
@@ -12,10 +14,15 @@ mod fs;
 mod handle;
 mod http_parser;
 mod misc;
+mod pipe;
+mod poll;
+mod process;
 mod signal;
 mod stream;
 mod tcp;
 mod timer;
+mod tty;
+mod udp;
 mod watcher;
 
 use args::Args;
@@ -88,9 +95,10 @@ fn m_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         Kind::Timer => timer::timer_start(lua, core, a),
         k @ (Kind::Idle | Kind::Prepare | Kind::Check) => watcher::start(lua, core, a, k),
         Kind::Signal => signal::signal_start(lua, core, a),
+        Kind::Poll => poll::poll_start(lua, core, &a.renamed("poll_start")),
         _ => Err(a.bad(
             1,
-            "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t or uv_signal_t",
+            "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t, uv_signal_t or uv_poll_t",
         )),
     }
 }
@@ -100,11 +108,123 @@ fn m_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         Kind::Timer => timer::timer_stop(lua, core, a),
         k @ (Kind::Idle | Kind::Prepare | Kind::Check) => watcher::stop(lua, core, a, k),
         Kind::Signal => signal::signal_stop(lua, core, a),
+        Kind::Poll => poll::poll_stop(lua, core, &a.renamed("poll_stop")),
         _ => Err(a.bad(
             1,
-            "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t or uv_signal_t",
+            "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t, uv_signal_t or uv_poll_t",
         )),
     }
+}
+
+/// Picks the function for the type of handle in argument 1, for method names several types share.
+fn dispatch(
+    lua: &Lua,
+    core: &Rc<Core>,
+    a: &Args,
+    table: &[(Kind, &'static str, Fun)],
+    label: &str,
+) -> LuaResult<LuaMultiValue> {
+    let k = match a.get(1) {
+        LuaValue::UserData(ud) => ud.borrow::<Handle>().ok().map(|h| h.kind),
+        _ => None,
+    };
+    match k.and_then(|k| table.iter().find(|(t, _, _)| *t == k)) {
+        Some((_, name, f)) => f(lua, core, &a.renamed(name)),
+        None => Err(a.bad(1, label)),
+    }
+}
+
+fn m_open(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    dispatch(
+        lua,
+        core,
+        a,
+        &[
+            (Kind::Tcp, "tcp_open", tcp::tcp_open),
+            (Kind::Pipe, "pipe_open", pipe::pipe_open),
+            (Kind::Udp, "udp_open", udp::udp_open),
+        ],
+        "uv_tcp_t, uv_pipe_t or uv_udp_t",
+    )
+}
+
+fn m_bind(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    dispatch(
+        lua,
+        core,
+        a,
+        &[
+            (Kind::Tcp, "tcp_bind", tcp::tcp_bind),
+            (Kind::Pipe, "pipe_bind", pipe::pipe_bind),
+            (Kind::Udp, "udp_bind", udp::udp_bind),
+        ],
+        "uv_tcp_t, uv_pipe_t or uv_udp_t",
+    )
+}
+
+fn m_connect(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    dispatch(
+        lua,
+        core,
+        a,
+        &[
+            (Kind::Tcp, "tcp_connect", tcp::tcp_connect),
+            (Kind::Pipe, "pipe_connect", pipe::pipe_connect),
+            (Kind::Udp, "udp_connect", udp::udp_connect),
+        ],
+        "uv_tcp_t, uv_pipe_t or uv_udp_t",
+    )
+}
+
+fn m_getsockname(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    dispatch(
+        lua,
+        core,
+        a,
+        &[
+            (Kind::Tcp, "tcp_getsockname", tcp::tcp_getsockname),
+            (Kind::Pipe, "pipe_getsockname", pipe::pipe_getsockname),
+            (Kind::Udp, "udp_getsockname", udp::udp_getsockname),
+        ],
+        "uv_tcp_t, uv_pipe_t or uv_udp_t",
+    )
+}
+
+fn m_getpeername(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    dispatch(
+        lua,
+        core,
+        a,
+        &[
+            (Kind::Tcp, "tcp_getpeername", tcp::tcp_getpeername),
+            (Kind::Pipe, "pipe_getpeername", pipe::pipe_getpeername),
+            (Kind::Udp, "udp_getpeername", udp::udp_getpeername),
+        ],
+        "uv_tcp_t, uv_pipe_t or uv_udp_t",
+    )
+}
+
+fn m_send(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    dispatch(
+        lua,
+        core,
+        a,
+        &[
+            (Kind::Async, "async_send", async_handle::async_send),
+            (Kind::Udp, "udp_send", udp::udp_send),
+        ],
+        "uv_async_t or uv_udp_t",
+    )
+}
+
+fn m_kill(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    dispatch(
+        lua,
+        core,
+        a,
+        &[(Kind::Process, "process_kill", process::process_kill)],
+        "uv_process_t",
+    )
 }
 
 /// `(name in the module, function)`; the method name is the same unless given in METHODS.
@@ -162,6 +282,7 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("read_start", stream::read_start),
     ("read_stop", stream::read_stop),
     ("write", stream::write),
+    ("write2", stream::write2),
     ("try_write", stream::try_write),
     ("shutdown", stream::shutdown),
     ("is_readable", stream::is_readable),
@@ -179,6 +300,66 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("tcp_getpeername", tcp::tcp_getpeername),
     ("tcp_close_reset", tcp::tcp_close_reset),
     ("tcp_write_queue_size", stream::write_queue_size),
+    // pipe
+    ("new_pipe", pipe::new_pipe),
+    ("pipe_open", pipe::pipe_open),
+    ("pipe_bind", pipe::pipe_bind),
+    ("pipe_connect", pipe::pipe_connect),
+    ("pipe_getsockname", pipe::pipe_getsockname),
+    ("pipe_getpeername", pipe::pipe_getpeername),
+    ("pipe_chmod", pipe::pipe_chmod),
+    ("pipe_pending_count", pipe::pipe_pending_count),
+    ("pipe_pending_type", pipe::pipe_pending_type),
+    ("pipe", pipe::pipe),
+    ("socketpair", pipe::socketpair),
+    // process
+    ("spawn", process::spawn),
+    ("process_kill", process::process_kill),
+    ("process_get_pid", process::process_get_pid),
+    (
+        "disable_stdio_inheritance",
+        process::disable_stdio_inheritance,
+    ),
+    // udp
+    ("new_udp", udp::new_udp),
+    ("udp_open", udp::udp_open),
+    ("udp_bind", udp::udp_bind),
+    ("udp_connect", udp::udp_connect),
+    ("udp_getsockname", udp::udp_getsockname),
+    ("udp_getpeername", udp::udp_getpeername),
+    ("udp_send", udp::udp_send),
+    ("udp_try_send", udp::udp_try_send),
+    ("udp_recv_start", udp::udp_recv_start),
+    ("udp_recv_stop", udp::udp_recv_stop),
+    ("udp_set_broadcast", udp::udp_set_broadcast),
+    ("udp_set_ttl", udp::udp_set_ttl),
+    ("udp_set_multicast_loop", udp::udp_set_multicast_loop),
+    ("udp_set_multicast_ttl", udp::udp_set_multicast_ttl),
+    (
+        "udp_set_multicast_interface",
+        udp::udp_set_multicast_interface,
+    ),
+    ("udp_set_membership", udp::udp_set_membership),
+    ("udp_get_send_queue_size", udp::udp_get_send_queue_size),
+    ("udp_get_send_queue_count", udp::udp_get_send_queue_count),
+    // async
+    ("new_async", async_handle::new_async),
+    ("async_send", async_handle::async_send),
+    // poll
+    ("new_poll", poll::new_poll),
+    ("new_socket_poll", poll::new_socket_poll),
+    ("poll_start", poll::poll_start),
+    ("poll_stop", poll::poll_stop),
+    // tty
+    ("new_tty", tty::new_tty),
+    ("tty_get_winsize", tty::tty_get_winsize),
+    ("tty_set_mode", tty::tty_set_mode),
+    ("tty_reset_mode", tty::tty_reset_mode),
+    ("tty_set_vterm_state", tty::tty_set_vterm_state),
+    ("guess_handle", tty::guess_handle),
+    // dns
+    ("getaddrinfo", dns::getaddrinfo),
+    ("getnameinfo", dns::getnameinfo),
     // signal
     ("new_signal", signal::new_signal),
     ("signal_start", signal::signal_start),
@@ -212,6 +393,9 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("get_total_memory", misc::get_total_memory),
     ("get_free_memory", misc::get_free_memory),
     ("loadavg", misc::loadavg),
+    ("cpu_info", misc::cpu_info),
+    ("interface_addresses", misc::interface_addresses),
+    ("random", misc::random),
     // file system
     ("fs_stat", fs::fs_stat),
     ("fs_lstat", fs::fs_lstat),
@@ -233,17 +417,29 @@ const METHODS: &[(&str, &str)] = &[
     ("get_repeat", "timer_get_repeat"),
     ("get_due_in", "timer_get_due_in"),
     ("get_write_queue_size", "stream_get_write_queue_size"),
-    ("open", "tcp_open"),
-    ("bind", "tcp_bind"),
-    ("connect", "tcp_connect"),
     ("nodelay", "tcp_nodelay"),
     ("keepalive", "tcp_keepalive"),
     ("simultaneous_accepts", "tcp_simultaneous_accepts"),
-    ("getsockname", "tcp_getsockname"),
-    ("getpeername", "tcp_getpeername"),
     ("close_reset", "tcp_close_reset"),
     ("write_queue_size", "tcp_write_queue_size"),
     ("start_oneshot", "signal_start_oneshot"),
+    ("chmod", "pipe_chmod"),
+    ("pending_count", "pipe_pending_count"),
+    ("pending_type", "pipe_pending_type"),
+    ("get_pid", "process_get_pid"),
+    ("get_winsize", "tty_get_winsize"),
+    ("set_mode", "tty_set_mode"),
+    ("try_send", "udp_try_send"),
+    ("recv_start", "udp_recv_start"),
+    ("recv_stop", "udp_recv_stop"),
+    ("set_broadcast", "udp_set_broadcast"),
+    ("set_ttl", "udp_set_ttl"),
+    ("set_multicast_loop", "udp_set_multicast_loop"),
+    ("set_multicast_ttl", "udp_set_multicast_ttl"),
+    ("set_multicast_interface", "udp_set_multicast_interface"),
+    ("set_membership", "udp_set_membership"),
+    ("get_send_queue_size", "udp_get_send_queue_size"),
+    ("get_send_queue_count", "udp_get_send_queue_count"),
 ];
 
 /// Module functions that are also methods under their own name.
@@ -262,6 +458,7 @@ const SAME_NAME_METHODS: &[&str] = &[
     "read_start",
     "read_stop",
     "write",
+    "write2",
     "try_write",
     "shutdown",
     "is_readable",
@@ -313,6 +510,18 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
     }
     methods.raw_set("start", export(lua, &core, "start", m_start)?)?;
     methods.raw_set("stop", export(lua, &core, "stop", m_stop)?)?;
+    let shared: &[(&'static str, Fun)] = &[
+        ("open", m_open),
+        ("bind", m_bind),
+        ("connect", m_connect),
+        ("getsockname", m_getsockname),
+        ("getpeername", m_getpeername),
+        ("kill", m_kill),
+        ("send", m_send),
+    ];
+    for &(name, f) in shared {
+        methods.raw_set(name, export(lua, &core, name, f)?)?;
+    }
 
     let close_fn = uv.raw_get::<LuaFunction>("close")?;
     lua.register_userdata_type::<Handle>(|reg| {
@@ -368,7 +577,14 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
         });
     })?;
     let reqs = lua.create_table()?;
-    for kind in ["write", "connect", "shutdown", "udp_send"] {
+    for kind in [
+        "write",
+        "connect",
+        "shutdown",
+        "udp_send",
+        "getaddrinfo",
+        "getnameinfo",
+    ] {
         reqs.raw_set(kind, lua.create_any_userdata(Req(kind))?)?;
     }
     lua.set_named_registry_value("luvrs.reqs", reqs)?;

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 /// The token of the signal self-pipe; handle tokens are slot numbers.
 pub const SIGNAL_TOKEN: Token = Token(usize::MAX - 1);
+/// The token of the waker DNS threads use to report a finished lookup.
+pub const DNS_TOKEN: Token = Token(usize::MAX - 2);
 
 /// Shared by the module's functions and every handle.
 pub struct Core {
@@ -92,6 +94,9 @@ pub struct State {
     /// The read buffer shared by all streams.
     pub buf: Vec<u8>,
     pub signals: crate::signal::Signals,
+    /// Async handles sent to whose callback has not run yet, in send order.
+    pub asyncs: Vec<usize>,
+    pub dns: crate::dns::Dns,
     /// Callbacks with their arguments, due in the next pending phase (fs calls with a callback).
     deferred: VecDeque<(LuaFunction, Vec<LuaValue>)>,
 }
@@ -119,6 +124,8 @@ impl State {
             err_handler: None,
             buf: vec![0; 64 * 1024],
             signals: crate::signal::Signals::default(),
+            asyncs: Vec::new(),
+            dns: crate::dns::Dns::default(),
             deferred: VecDeque::new(),
         })
     }
@@ -190,11 +197,15 @@ impl State {
     }
 
     pub fn queue_io(&mut self, id: usize) {
-        if let Data::Stream(s) = &mut self.slots[id].data {
-            if !s.queued {
-                s.queued = true;
-                self.io_ready.push_back(id);
-            }
+        let queued = match &mut self.slots[id].data {
+            Data::Stream(s) => &mut s.queued,
+            Data::Udp(u) => &mut u.queued,
+            Data::Poll(p) => &mut p.queued,
+            _ => return,
+        };
+        if !*queued {
+            *queued = true;
+            self.io_ready.push_back(id);
         }
     }
 
@@ -207,6 +218,7 @@ impl State {
             || !self.deferred.is_empty()
             || !self.closing.is_empty()
             || !self.io_ready.is_empty()
+            || !self.asyncs.is_empty()
         {
             return Some(0);
         }
@@ -237,10 +249,21 @@ impl State {
             Kind::Prepare => self.prepares.retain(|&x| x != id),
             Kind::Check => self.checks.retain(|&x| x != id),
             Kind::Signal => crate::signal::stop(self, id),
+            Kind::Process => {
+                if let Data::Process(p) = &mut self.slots[id].data {
+                    if !p.exited {
+                        p.exited = true;
+                        crate::signal::unwatch(self, libc::SIGCHLD);
+                    }
+                }
+            }
             _ => {}
         }
-        if let Data::Stream(s) = &mut self.slots[id].data {
-            s.shut(&self.poll);
+        match &mut self.slots[id].data {
+            Data::Stream(s) => s.shut(&self.poll),
+            Data::Udp(u) => u.shut(&self.poll),
+            Data::Poll(p) => p.shut(&self.poll),
+            _ => {}
         }
     }
 
@@ -438,22 +461,37 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
                 signalled = true;
                 continue;
             }
+            if ev.token() == DNS_TOKEN {
+                continue;
+            }
             let id = ev.token().0;
             let Some(slot) = st.slots.get_mut(id) else {
                 continue;
             };
-            if let Data::Stream(s) = &mut slot.data {
-                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    s.rd_ready = true;
+            match &mut slot.data {
+                Data::Stream(s) => {
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        s.rd_ready = true;
+                    }
+                    if ev.is_read_closed() || ev.is_error() {
+                        s.hup = true;
+                    }
+                    if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                        s.wr_ready = true;
+                    }
                 }
-                if ev.is_read_closed() || ev.is_error() {
-                    s.hup = true;
+                Data::Udp(u) => {
+                    if ev.is_readable() || ev.is_error() {
+                        u.rd_ready = true;
+                    }
+                    if ev.is_writable() || ev.is_error() {
+                        u.wr_ready = true;
+                    }
                 }
-                if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
-                    s.wr_ready = true;
-                }
-                st.queue_io(id);
+                Data::Poll(_) => {}
+                _ => continue,
             }
+            st.queue_io(id);
         }
         st.events = Some(events);
         if signalled {
@@ -461,6 +499,8 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
         }
     }
     crate::signal::dispatch(core)?;
+    crate::async_handle::dispatch(core)?;
+    crate::dns::dispatch(lua, core)?;
     let n = core.st()?.io_ready.len();
     for _ in 0..n {
         let id = {
@@ -468,17 +508,25 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
             let Some(id) = st.io_ready.pop_front() else {
                 break;
             };
-            match st.slots.get_mut(id) {
+            let kind = match st.slots.get_mut(id) {
                 Some(slot) if !slot.closing => {
-                    if let Data::Stream(s) = &mut slot.data {
-                        s.queued = false;
+                    match &mut slot.data {
+                        Data::Stream(s) => s.queued = false,
+                        Data::Udp(u) => u.queued = false,
+                        Data::Poll(p) => p.queued = false,
+                        _ => {}
                     }
+                    slot.kind
                 }
                 _ => continue,
-            }
-            id
+            };
+            (id, kind)
         };
-        crate::stream::process(lua, core, id)?;
+        match id.1 {
+            Kind::Udp => crate::udp::process(lua, core, id.0)?,
+            Kind::Poll => crate::poll::process(core, id.0)?,
+            _ => crate::stream::process(lua, core, id.0)?,
+        }
     }
     Ok(())
 }
@@ -509,6 +557,7 @@ fn run_closing(core: &Rc<Core>) -> LuaResult<()> {
             st.pending = rest;
             let canceled = match &mut st.slots[id].data {
                 Data::Stream(s) => s.cancel_requests(),
+                Data::Udp(u) => u.cancel_requests(),
                 _ => Vec::new(),
             };
             for cb in canceled {
@@ -551,6 +600,23 @@ fn release(data: Data) -> Data {
             Data::Signal(s)
         }
         Data::Watcher(_) => Data::Watcher(None),
+        Data::Udp(mut u) => {
+            u.recv_cb = None;
+            Data::Udp(u)
+        }
+        Data::Async(mut x) => {
+            x.cb = None;
+            x.due = None;
+            Data::Async(x)
+        }
+        Data::Poll(mut p) => {
+            p.cb = None;
+            Data::Poll(p)
+        }
+        Data::Process(mut p) => {
+            p.cb = None;
+            Data::Process(p)
+        }
     }
 }
 

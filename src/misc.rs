@@ -290,3 +290,190 @@ pub fn loadavg(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
     unsafe { libc::getloadavg(v.as_mut_ptr(), 3) };
     (v[0], v[1], v[2]).into_lua_multi(lua)
 }
+
+/// The CPUs as libuv sees them: `{model, speed (MHz), times = {user, nice, sys, idle, irq}}`,
+/// times in milliseconds.
+pub fn cpu_info(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mut models = Vec::new();
+    let mut speeds = Vec::new();
+    for line in cpuinfo.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        match k.trim() {
+            "model name" => models.push(v.trim().to_string()),
+            "cpu MHz" => speeds.push(v.trim().parse::<f64>().map(f64::trunc).unwrap_or(0.0)),
+            _ => {}
+        }
+    }
+    let stat = match std::fs::read_to_string("/proc/stat") {
+        Ok(s) => s,
+        Err(e) => return fail(lua, errno_of(&e)),
+    };
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let ms = 1000.0 / hz;
+    let t = lua.create_table()?;
+    let mut i = 0;
+    for line in stat.lines() {
+        let mut it = line.split_whitespace();
+        let Some(name) = it.next() else { continue };
+        if !name.starts_with("cpu") || name == "cpu" {
+            continue;
+        }
+        let v: Vec<f64> = it.map(|x| x.parse().unwrap_or(0.0)).collect();
+        let get = |k: usize| v.get(k).copied().unwrap_or(0.0) * ms;
+        let times = lua.create_table()?;
+        times.set("user", get(0))?;
+        times.set("nice", get(1))?;
+        times.set("sys", get(2))?;
+        times.set("idle", get(3))?;
+        times.set("irq", get(5))?;
+        let cpu = lua.create_table()?;
+        cpu.set(
+            "model",
+            models
+                .get(i)
+                .or(models.first())
+                .cloned()
+                .unwrap_or_else(|| "unknown".into()),
+        )?;
+        cpu.set(
+            "speed",
+            speeds.get(i).or(speeds.first()).copied().unwrap_or(0.0),
+        )?;
+        cpu.set("times", times)?;
+        i += 1;
+        t.raw_set(i, cpu)?;
+    }
+    t.into_lua_multi(lua)
+}
+
+fn ip_of(sa: *const libc::sockaddr) -> Option<std::net::IpAddr> {
+    if sa.is_null() {
+        return None;
+    }
+    // SAFETY: getifaddrs gives sockaddrs whose family says which struct they are.
+    unsafe {
+        match (*sa).sa_family as i32 {
+            libc::AF_INET => {
+                let a = &*(sa as *const libc::sockaddr_in);
+                Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                    u32::from_be(a.sin_addr.s_addr),
+                )))
+            }
+            libc::AF_INET6 => {
+                let a = &*(sa as *const libc::sockaddr_in6);
+                Some(std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+                    a.sin6_addr.s6_addr,
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `{name = {{ip, family, netmask, internal, mac}, ...}}` for interfaces that are up and running.
+pub fn interface_addresses(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills head with a list freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return last_err(lua);
+    }
+    let mut macs: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    let mut addrs: Vec<(String, std::net::IpAddr, Option<std::net::IpAddr>, bool)> = Vec::new();
+    let mut p = head;
+    while !p.is_null() {
+        // SAFETY: p walks the list getifaddrs returned; names are NUL-terminated.
+        let ent = unsafe { &*p };
+        p = ent.ifa_next;
+        let up = libc::IFF_UP as u32 | libc::IFF_RUNNING as u32;
+        if ent.ifa_flags & up != up || ent.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: as above.
+        let name = unsafe { CStr::from_ptr(ent.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: ifa_addr is non-null here.
+        let fam = unsafe { (*ent.ifa_addr).sa_family } as i32;
+        if fam == libc::AF_PACKET {
+            // SAFETY: an AF_PACKET address is a sockaddr_ll.
+            let ll = unsafe { &*(ent.ifa_addr as *const libc::sockaddr_ll) };
+            let n = (ll.sll_halen as usize).min(8);
+            let mut mac = ll.sll_addr[..n].to_vec();
+            mac.resize(6, 0);
+            macs.insert(name, mac);
+            continue;
+        }
+        if let Some(ip) = ip_of(ent.ifa_addr) {
+            let internal = ent.ifa_flags & libc::IFF_LOOPBACK as u32 != 0;
+            addrs.push((name, ip, ip_of(ent.ifa_netmask), internal));
+        }
+    }
+    // SAFETY: freeing the list once, after the last use.
+    unsafe { libc::freeifaddrs(head) };
+    let t = lua.create_table()?;
+    for (name, ip, mask, internal) in addrs {
+        let list: LuaTable = match t.raw_get::<Option<LuaTable>>(name.as_str())? {
+            Some(l) => l,
+            None => {
+                let l = lua.create_table()?;
+                t.raw_set(name.as_str(), &l)?;
+                l
+            }
+        };
+        let e = lua.create_table()?;
+        e.set("ip", ip.to_string())?;
+        e.set("family", if ip.is_ipv4() { "inet" } else { "inet6" })?;
+        if let Some(m) = mask {
+            e.set("netmask", m.to_string())?;
+        }
+        e.set("internal", internal)?;
+        let mac = macs.get(&name).cloned().unwrap_or_else(|| vec![0; 6]);
+        e.set("mac", lua.create_string(&mac)?)?;
+        list.raw_set(list.raw_len() + 1, e)?;
+    }
+    t.into_lua_multi(lua)
+}
+
+/// `len` bytes from the kernel's CSPRNG.
+pub fn random_bytes(len: usize) -> Result<Vec<u8>, i32> {
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        // SAFETY: the slice from `filled` is valid for writes of the length passed.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), len - filled, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(errno_of(&e));
+        }
+        filled += n as usize;
+    }
+    Ok(buf)
+}
+
+/// `random(len, flags [, cb])`: bytes now, or through `cb(err, bytes)` from a thread.
+pub fn random(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
+    let len = a.int(1)?;
+    match a.get(2) {
+        LuaValue::Nil | LuaValue::Table(_) | LuaValue::Integer(_) => {}
+        _ => return Err(a.bad(2, "table or nil")),
+    }
+    let cb = a.opt_func(3)?;
+    if !(0..=0x7FFF_FFFF).contains(&len) {
+        return fail(lua, libc::E2BIG);
+    }
+    let len = len as usize;
+    match cb {
+        Some(cb) => crate::dns::submit_random(lua, core, cb, len),
+        None => match random_bytes(len) {
+            Ok(b) => lua.create_string(&b)?.into_lua_multi(lua),
+            Err(e) => fail(lua, e),
+        },
+    }
+}

@@ -230,6 +230,30 @@ pub fn stop(st: &mut State, id: usize) {
     }
 }
 
+/// Installs the handler for `n` on behalf of the loop itself (SIGCHLD for processes).
+pub fn watch(st: &mut State, n: i32) -> std::io::Result<()> {
+    ensure_pipe(st)?;
+    if st.signals.installed.get(&n).copied().unwrap_or(0) == 0 {
+        install(
+            n,
+            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        )?;
+    }
+    *st.signals.installed.entry(n).or_insert(0) += 1;
+    Ok(())
+}
+
+/// Undoes one `watch`.
+pub fn unwatch(st: &mut State, n: i32) {
+    if let Some(c) = st.signals.installed.get_mut(&n) {
+        *c -= 1;
+        if *c == 0 {
+            st.signals.installed.remove(&n);
+            let _ = install(n, libc::SIG_DFL);
+        }
+    }
+}
+
 /// Reads the signal numbers the handler wrote.
 pub fn drain(st: &mut State) {
     let Some(r) = &st.signals.pipe_r else { return };
@@ -249,6 +273,9 @@ pub fn drain(st: &mut State) {
 /// Calls every started handle for each signal received, in handle creation order.
 pub fn dispatch(core: &Rc<Core>) -> LuaResult<()> {
     let received = std::mem::take(&mut core.st()?.signals.pending);
+    if received.contains(&libc::SIGCHLD) {
+        crate::process::reap(core)?;
+    }
     for n in received {
         let mut ids: Vec<(u64, usize)> = {
             let st = core.st()?;

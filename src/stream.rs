@@ -11,7 +11,7 @@ use mlua::prelude::*;
 use socket2::Socket;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
 /// Reads per stream per loop iteration before others get a turn.
@@ -31,6 +31,8 @@ pub struct WriteReq {
     pub cb: Option<LuaFunction>,
     /// A file range sent after the buffers (the sendfile extension).
     pub file: Option<FileRange>,
+    /// A descriptor sent along with the first byte (`write2` on an IPC pipe).
+    pub send_fd: Option<OwnedFd>,
 }
 
 pub struct FileRange {
@@ -72,6 +74,12 @@ pub struct Stream {
     pub shutdown_req: Option<Option<LuaFunction>>,
     /// An error from `bind` that libuv reports from `listen`/`connect` (EADDRINUSE).
     pub delayed_error: Option<Errno>,
+    /// The descriptor is not a socket (a pipe from `pipe()`, a TTY, stdin): plain read/writev.
+    pub not_sock: bool,
+    /// A pipe created with `new_pipe(true)`: reads and writes carry descriptors (SCM_RIGHTS).
+    pub ipc: bool,
+    /// Descriptors received over an IPC pipe and not yet accepted, with their kind.
+    pub pending_fds: VecDeque<(std::os::fd::OwnedFd, crate::handle::Kind)>,
 }
 
 impl Stream {
@@ -83,7 +91,12 @@ impl Stream {
     pub fn shut(&mut self, poll: &mio::Poll) {
         if let Some(sock) = self.sock.take() {
             let _ = poll.registry().deregister(&mut SourceFd(&sock.as_raw_fd()));
+            // As libuv: stdio descriptors are never closed, whoever opened them.
+            if sock.as_raw_fd() <= 2 {
+                std::mem::forget(sock);
+            }
         }
+        self.pending_fds.clear();
         self.accepted = None;
         self.reading = false;
         self.listening = false;
@@ -175,6 +188,25 @@ pub fn accept(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> 
     if st.slots[client.id].stream().sock.is_some() {
         return fail(lua, libc::EBUSY);
     }
+    if st.slots[server.id].stream().ipc {
+        let Some((fd, _)) = st.slots[server.id].stream().pending_fds.pop_front() else {
+            return fail(lua, libc::EAGAIN);
+        };
+        // SAFETY: a received descriptor, owned by nothing else, handed to the client handle.
+        let sock = unsafe { Socket::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(fd)) };
+        if let Err(e) = sock.set_nonblocking(true) {
+            return fail(lua, errno_of(&e));
+        }
+        let family = sock.local_addr().ok().map(|a| a.domain());
+        if let Err(e) = adopt(&mut st, client.id, sock) {
+            return fail(lua, errno_of(&e));
+        }
+        let c = st.slots[client.id].stream();
+        c.family = family;
+        c.readable = true;
+        c.writable = true;
+        return ok0(lua);
+    }
     let Some(sock) = st.slots[server.id].stream().accepted.take() else {
         return fail(lua, libc::EAGAIN);
     };
@@ -257,7 +289,14 @@ fn write_bufs(a: &Args, i: usize) -> LuaResult<Vec<LuaString>> {
 }
 
 /// writev of `bufs` from buffer `idx`, byte `off`; MSG_NOSIGNAL so a closed peer gives EPIPE, not a signal.
-fn writev(sock: &Socket, bufs: &[LuaString], idx: usize, off: usize) -> io::Result<usize> {
+fn writev(
+    sock: &Socket,
+    not_sock: bool,
+    bufs: &[LuaString],
+    idx: usize,
+    off: usize,
+    send_fd: Option<RawFd>,
+) -> io::Result<usize> {
     let held: Vec<_> = bufs[idx..]
         .iter()
         .take(IOV_PER_WRITE)
@@ -269,10 +308,91 @@ fn writev(sock: &Socket, bufs: &[LuaString], idx: usize, off: usize) -> io::Resu
         .map(|(i, b)| IoSlice::new(if i == 0 { &b[off..] } else { &b[..] }))
         .collect();
     loop {
-        match sock.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL) {
+        let r = if let Some(fd) = send_fd {
+            send_with_fd(sock.as_raw_fd(), &slices, fd)
+        } else if not_sock {
+            // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive the call.
+            let n = unsafe {
+                libc::writev(
+                    sock.as_raw_fd(),
+                    slices.as_ptr().cast(),
+                    slices.len() as libc::c_int,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        } else {
+            sock.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL)
+        };
+        match r {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             r => return r,
         }
+    }
+}
+
+/// sendmsg with one descriptor in an SCM_RIGHTS control message.
+fn send_with_fd(sock: RawFd, slices: &[IoSlice], fd: RawFd) -> io::Result<usize> {
+    // SAFETY: the control buffer is sized with CMSG_SPACE for one int and 8-byte aligned;
+    // CMSG_FIRSTHDR/CMSG_DATA point inside it; IoSlice is ABI-compatible with iovec.
+    unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+        let mut cbuf = vec![0u64; space.div_ceil(8)];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = slices.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = slices.len();
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        let n = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+/// recvmsg on an IPC pipe: the bytes, and any descriptors that came with them.
+fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    // SAFETY: the control buffer is 8-byte aligned and its length is passed; the kernel fills
+    // at most that; CMSG_* walk only inside it; each received descriptor is new and ours.
+    unsafe {
+        let mut cbuf = [0u64; 64];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cbuf);
+        let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg);
+                let bytes = (*cmsg).cmsg_len - (data as usize - cmsg as usize);
+                let count = bytes / std::mem::size_of::<RawFd>();
+                for k in 0..count {
+                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(k));
+                    fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        Ok(n as usize)
     }
 }
 
@@ -292,9 +412,55 @@ fn advance(bufs: &[LuaString], idx: &mut usize, off: &mut usize, mut n: usize) -
 }
 
 pub fn write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let cb = a.opt_func(3)?;
+    write_impl(lua, core, a, cb, None)
+}
+
+/// `write2(pipe, data, send_handle, cb)`: a write that carries a handle's descriptor to the
+/// process at the other end of an IPC pipe.
+pub fn write2(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.stream(1)?;
+    let (_, other) = a.handle_of(3, "uv_tcp_t, uv_pipe_t or uv_udp_t", |k| {
+        matches!(k, Kind::Tcp | Kind::Pipe | Kind::Udp)
+    })?;
+    let cb = a.opt_func(4)?;
+    {
+        let mut st = core.st()?;
+        let s = st.slots[h.id].stream();
+        if h.kind != Kind::Pipe || !s.ipc {
+            return fail(lua, libc::EINVAL);
+        }
+    }
+    let fd = {
+        let mut st = core.st()?;
+        match &mut st.slots[other.id].data {
+            crate::handle::Data::Stream(s) => s.fd(),
+            crate::handle::Data::Udp(u) => u.sock.as_ref().map(|k| k.as_raw_fd()),
+            _ => None,
+        }
+    };
+    let Some(fd) = fd else {
+        return fail(lua, libc::EBADF);
+    };
+    // SAFETY: F_DUPFD_CLOEXEC on the handle's open descriptor; the copy is ours to close.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return fail(lua, errno_of(&io::Error::last_os_error()));
+    }
+    // SAFETY: dup is a new descriptor nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(dup) };
+    write_impl(lua, core, a, cb, Some(owned))
+}
+
+fn write_impl(
+    lua: &Lua,
+    core: &Rc<Core>,
+    a: &Args,
+    cb: Option<LuaFunction>,
+    mut send_fd: Option<OwnedFd>,
+) -> LuaResult<LuaMultiValue> {
     let (ud, h) = a.stream(1)?;
     let bufs = write_bufs(a, 2)?;
-    let cb = a.opt_func(3)?;
     let mut st = core.st()?;
     if st.slots[h.id].closing {
         return fail(lua, libc::EBADF);
@@ -308,10 +474,12 @@ pub fn write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     }
     let total: usize = bufs.iter().map(|b| b.as_bytes().len()).sum();
     let (mut idx, mut off, mut err) = (0, 0, None);
-    let mut done = total == 0;
+    let mut done = total == 0 && send_fd.is_none();
     if !done && s.wq.is_empty() {
-        match writev(sock, &bufs, 0, 0) {
+        let fd = send_fd.as_ref().map(|f| f.as_raw_fd());
+        match writev(sock, s.not_sock, &bufs, 0, 0, fd) {
             Ok(n) => {
+                send_fd = None;
                 done = advance(&bufs, &mut idx, &mut off, n);
                 if !done {
                     s.wr_ready = false;
@@ -345,6 +513,7 @@ pub fn write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
             off,
             cb,
             file: None,
+            send_fd,
         });
     }
     st.req_start(h.id, &ud);
@@ -380,7 +549,7 @@ pub fn try_write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
     if bufs.iter().all(|b| b.as_bytes().is_empty()) {
         return ok0(lua);
     }
-    match writev(sock, &bufs, 0, 0) {
+    match writev(sock, s.not_sock, &bufs, 0, 0, None) {
         Ok(n) => (n as i64).into_lua_multi(lua),
         Err(e) => {
             if e.kind() == io::ErrorKind::WouldBlock {
@@ -433,8 +602,10 @@ fn flush(s: &mut Stream) -> Vec<Done> {
     let mut done = Vec::new();
     let Some(sock) = &s.sock else { return done };
     while let Some(req) = s.wq.front_mut() {
-        let r = if req.idx < req.bufs.len() {
-            writev(sock, &req.bufs, req.idx, req.off).map(|n| {
+        let r = if req.idx < req.bufs.len() || req.send_fd.is_some() {
+            let fd = req.send_fd.as_ref().map(|f| f.as_raw_fd());
+            writev(sock, s.not_sock, &req.bufs, req.idx, req.off, fd).map(|n| {
+                req.send_fd = None;
                 s.wq_bytes -= n;
                 let before = (req.idx, req.off);
                 advance(&req.bufs, &mut req.idx, &mut req.off, n);
@@ -552,6 +723,7 @@ pub fn sendfile(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
         idx: 0,
         off: 0,
         cb,
+        send_fd: None,
         file: Some(FileRange {
             file,
             offset,
@@ -717,7 +889,25 @@ fn read_ready(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
                 return Ok(());
             }
             let Some(sock) = &s.sock else { return Ok(()) };
-            let r = (&*sock).read(buf);
+            let r = if s.ipc && !s.not_sock {
+                let mut fds = Vec::new();
+                let r = recv_with_fds(sock.as_raw_fd(), buf, &mut fds);
+                for fd in fds {
+                    let k = crate::pipe::kind_of_fd(fd.as_raw_fd());
+                    s.pending_fds.push_back((fd, k));
+                }
+                r
+            } else if s.not_sock {
+                // SAFETY: the descriptor is open and owned by the stream; buf is valid for writes.
+                let n = unsafe { libc::read(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            } else {
+                (&*sock).read(buf)
+            };
             let outcome = match r {
                 Ok(0) => ReadOutcome::Eof,
                 Ok(n) => {

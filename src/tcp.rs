@@ -47,7 +47,7 @@ pub fn ensure_socket(st: &mut State, id: usize, domain: Domain) -> Result<(), Er
 }
 
 /// An IP and port argument pair.
-fn addr(a: &Args, host: usize, port: usize) -> LuaResult<SocketAddr> {
+pub fn addr(a: &Args, host: usize, port: usize) -> LuaResult<SocketAddr> {
     let h = a.str(host)?;
     let p = a.int(port)?;
     let bad = || a.invalid(host, &format!("invalid IP address or port [{h}:{p}]"));
@@ -143,6 +143,11 @@ pub fn tcp_bind(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
 }
 
 fn addr_table(lua: &Lua, sa: &SockAddr) -> LuaResult<LuaMultiValue> {
+    addr_value(lua, sa)?.into_lua_multi(lua)
+}
+
+/// luv's address table: `{ip, port, family}` (only `family` for Unix sockets).
+pub fn addr_value(lua: &Lua, sa: &SockAddr) -> LuaResult<LuaTable> {
     let t = lua.create_table_with_capacity(0, 3)?;
     if let Some(sa) = sa.as_socket() {
         t.set("ip", sa.ip().to_string())?;
@@ -151,7 +156,7 @@ fn addr_table(lua: &Lua, sa: &SockAddr) -> LuaResult<LuaMultiValue> {
     } else {
         t.set("family", "unix")?;
     }
-    t.into_lua_multi(lua)
+    Ok(t)
 }
 
 pub fn tcp_getsockname(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {

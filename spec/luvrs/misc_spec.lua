@@ -168,6 +168,80 @@ describe("misc", function()
     end)
   end)
 
+  describe("system information", function()
+    it("get_total_memory and get_free_memory match /proc/meminfo", function()
+      local total = uv.get_total_memory()
+      local kb = tonumber(slurp("/proc/meminfo"):match("MemTotal:%s*(%d+)"))
+      assert.are.equal(kb * 1024, total)
+      local free = uv.get_free_memory()
+      assert.is_true(free > 0 and free <= total)
+    end)
+
+    it("loadavg returns three non-negative numbers", function()
+      local a, b, c = uv.loadavg()
+      for _, v in ipairs({ a, b, c }) do
+        assert.is_number(v)
+        assert.is_true(v >= 0)
+      end
+    end)
+
+    it("cpu_info lists every CPU with model, speed and times", function()
+      local cpus = uv.cpu_info()
+      local n = tonumber(sh("grep -c '^cpu[0-9]' /proc/stat"))
+      assert.are.equal(n, #cpus)
+      for _, cpu in ipairs(cpus) do
+        assert.is_string(cpu.model)
+        assert.is_number(cpu.speed)
+        for _, k in ipairs({ "user", "nice", "sys", "idle", "irq" }) do
+          assert.is_number(cpu.times[k], k)
+        end
+        assert.is_true(cpu.times.idle > 0)
+      end
+    end)
+
+    it("interface_addresses includes the loopback interface", function()
+      local ifs = uv.interface_addresses()
+      local lo = ifs.lo
+      assert.is_table(lo)
+      local v4
+      for _, a in ipairs(lo) do
+        assert.is_true(a.internal)
+        assert.are.equal(6, #a.mac)
+        if a.family == "inet" then v4 = a end
+      end
+      assert.are.same({ ip = "127.0.0.1", family = "inet", netmask = "255.0.0.0", internal = true,
+        mac = ("\0"):rep(6) }, v4)
+    end)
+
+    it("random returns bytes, synchronously or through a callback", function()
+      local a, b = uv.random(32), uv.random(32)
+      assert.are.equal(32, #a)
+      assert.are_not.equal(a, b)
+      assert.are.equal("", uv.random(0))
+      local ok, _, code = uv.random(-1)
+      assert.is_nil(ok)
+      assert.are.equal("E2BIG", code)
+      local got
+      assert.are.equal(0, uv.random(16, {}, H.expect(function(err, bytes)
+        assert.is_nil(err)
+        got = bytes
+      end)))
+      H.run()
+      assert.are.equal(16, #got)
+    end)
+
+    it("os_environ is the environment as a table", function()
+      local env = uv.os_environ()
+      assert.are.equal(os.getenv("PATH"), env.PATH)
+      assert.are.equal(os.getenv("HOME"), env.HOME)
+    end)
+
+    it("getuid and getgid are the process's ids", function()
+      assert.are.equal(tonumber(sh("id -u")), uv.getuid())
+      assert.are.equal(tonumber(sh("id -g")), uv.getgid())
+    end)
+  end)
+
   describe("bad arguments", function()
     it("name the function and the argument", function()
       for _, case in ipairs({

@@ -1,0 +1,106 @@
+-- Poll handles: new_poll, new_socket_poll, poll_start (events, level-triggered), poll_stop.
+local H = require "helper"
+local uv = H.uv
+
+local function close_fd(fd)
+  local p = uv.new_pipe()
+  p:open(fd)
+  p:close()
+end
+
+describe("poll", function()
+  setup(function()
+    uv.walk(function(h)
+      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
+    end)
+    uv.run("nowait")
+  end)
+  after_each(H.after_each)
+
+  it("watches the read end of an OS pipe", function()
+    local fds = uv.pipe({ nonblock = true }, { nonblock = true })
+    local p = uv.new_poll(fds.read)
+    assert.are.same({ "poll", 8 }, { uv.handle_get_type(p) })
+    assert.matches("^uv_poll_t: ", tostring(p))
+    local events
+    assert.are.equal(0, p:start("r", function(err, ev)
+      assert.is_nil(err)
+      events = ev
+      p:stop()
+    end))
+    assert.is_true(p:is_active())
+    -- nothing to read yet: no callback
+    uv.run("nowait")
+    assert.is_nil(events)
+    local w = uv.new_pipe()
+    w:open(fds.write)
+    w:write("ready")
+    H.run_until(function() return events end)
+    assert.are.equal("r", events)
+    assert.is_false(p:is_active())
+    p:close()
+    w:close()
+    close_fd(fds.read)
+    H.run()
+  end)
+
+  it("is level-triggered: fires again while data stays unread", function()
+    local fds = uv.pipe({ nonblock = true }, { nonblock = true })
+    local w = uv.new_pipe()
+    w:open(fds.write)
+    w:write("x")
+    local p = uv.new_poll(fds.read)
+    local n = 0
+    uv.poll_start(p, "r", function() n = n + 1 end)
+    H.run_until(function() return n >= 3 end)
+    assert.are.equal(0, uv.poll_stop(p))
+    local seen = n
+    uv.run("nowait")
+    assert.are.equal(seen, n)
+    p:close()
+    w:close()
+    close_fd(fds.read)
+    H.run()
+  end)
+
+  it("new_socket_poll reports writability of a socket", function()
+    local fds = uv.socketpair(nil, nil, { nonblock = true }, { nonblock = true })
+    local p = uv.new_socket_poll(fds[1])
+    local events
+    p:start("w", function(err, ev)
+      assert.is_nil(err)
+      events = ev
+      p:stop()
+    end)
+    H.run_until(function() return events end)
+    assert.are.equal("w", events)
+    p:start("rw", function(err, ev)
+      assert.is_nil(err)
+      events = ev
+      p:stop()
+    end)
+    events = nil
+    H.run_until(function() return events end)
+    assert.are.equal("w", events)
+    p:close()
+    H.run()
+    close_fd(fds[1])
+    close_fd(fds[2])
+    H.run()
+  end)
+
+  it("rejects bad arguments naming the function", function()
+    local ok, err = pcall(uv.new_poll, "x")
+    assert.is_false(ok)
+    assert.matches("new_poll", err)
+    local fds = uv.pipe()
+    local p = uv.new_poll(fds.read)
+    ok, err = pcall(uv.poll_start, p, 5, function() end)
+    assert.is_false(ok)
+    assert.matches("poll_start", err)
+    p:close()
+    close_fd(fds.read)
+    close_fd(fds.write)
+    H.run()
+  end)
+end)

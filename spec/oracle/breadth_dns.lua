@@ -1,0 +1,42 @@
+-- Oracle scenario: getaddrinfo/getnameinfo, sync and async, misc additions.
+-- Usage: lua5.4 spec/oracle/breadth_dns.lua luvrs|luv
+local uv = require(arg[1] or "luvrs")
+
+local function show(...)
+  local out = {}
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    if type(v) == "userdata" then v = tostring(v):match("^(%S+):") or "userdata" end
+    if type(v) == "table" then
+      local items = {}
+      for _, e in ipairs(v) do
+        local keys = {}
+        for k, x in pairs(e) do keys[#keys + 1] = k .. "=" .. tostring(x) end
+        table.sort(keys)
+        items[#items + 1] = "{" .. table.concat(keys, ",") .. "}"
+      end
+      v = "[" .. table.concat(items, ",") .. "]"
+    end
+    out[i] = tostring(v)
+  end
+  print(table.concat(out, " | "))
+end
+
+show("sync", uv.getaddrinfo("localhost", "http", { family = "inet", socktype = "stream" }))
+show("sync udp", uv.getaddrinfo("127.0.0.1", nil, { family = "inet", socktype = "dgram", protocol = "udp" }))
+show("sync missing", uv.getaddrinfo("no-such-host.invalid"))
+show("async", uv.getaddrinfo("localhost", nil, { family = "inet", socktype = "stream" }, function(err, res)
+  show("async cb", err, res)
+end))
+show("async missing", uv.getaddrinfo("no-such-host.invalid", nil, nil, function(err, res)
+  show("async missing cb", err, res)
+end))
+uv.run()
+show("nameinfo", uv.getnameinfo({ ip = "127.0.0.1", port = 80 }))
+uv.getnameinfo({ ip = "127.0.0.1", port = 22 }, function(err, h, s) show("nameinfo cb", err, h, s) end)
+uv.run()
+show("random", #uv.random(8), uv.random(0), uv.random(-1))
+show("random cb", uv.random(4, nil, function(err, b) show("random bytes", err, #b) end))
+uv.run()
+show("guess", uv.guess_handle(uv.pipe().read))
+show("done", uv.loop_alive())
