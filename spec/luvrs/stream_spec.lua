@@ -162,6 +162,39 @@ describe("stream", function()
       close_all(b)
     end)
 
+    it("after EOF the stream stays readable; read_start again returns 0 and reports EOF again", function()
+      local a, b = connected_pair()
+      local eofs = 0
+      local function on_read(...)
+        if select("#", ...) == 0 then eofs = eofs + 1 end
+      end
+      b:read_start(on_read)
+      a:shutdown()
+      H.run_until(function() return eofs == 1 end)
+      assert.is_false(b:is_active())
+      assert.is_true(b:is_readable())
+      assert.is_true(b:is_writable())
+      assert.equal(0, b:read_start(on_read))
+      H.run_until(function() return eofs == 2 end)
+      close_all(a, b)
+    end)
+
+    it("after ECONNRESET the stream is neither readable nor writable", function()
+      local a, b = connected_pair()
+      local got
+      b:read_start(function(...) got = { n = select("#", ...), ... } end)
+      a:close_reset()
+      H.run_until(function() return got end)
+      assert.same({ n = 1, "ECONNRESET" }, got)
+      assert.is_false(b:is_active())
+      assert.is_false(b:is_readable())
+      assert.is_false(b:is_writable())
+      assert.same({ nil, "ENOTCONN: socket is not connected", "ENOTCONN" }, { b:read_start(function() end) })
+      assert.same({ nil, "EPIPE: broken pipe", "EPIPE" }, { b:write("x", function() end) })
+      assert.same({ nil, "EPIPE: broken pipe", "EPIPE" }, { b:try_write("x") })
+      close_all(b)
+    end)
+
     it("a read callback may close its stream; no callback comes after", function()
       local a, b = connected_pair()
       local log = {}
