@@ -13,9 +13,23 @@ local function show(...)
   print(table.concat(out, " | "))
 end
 
--- Runs the loop until cond() holds (each scenario below is a chain of single events).
+-- Runs the loop until cond() holds (each scenario below is a chain of single events); gives up
+-- after 5 s, printing where, so a difference shows as output rather than as a hang.
 local function run_until(cond)
-  while not cond() do uv.run("once") end
+  local deadline = uv.hrtime() + 5e9
+  local guard = uv.new_timer()
+  guard:start(100, 100, function() end) -- keeps run("once") from returning at once or blocking forever
+  guard:unref()
+  while not cond() do
+    if uv.hrtime() > deadline then
+      print("timed out at line " .. debug.getinfo(2, "l").currentline)
+      os.exit(1)
+    end
+    guard:ref()
+    uv.run("once")
+    guard:unref()
+  end
+  guard:close()
 end
 
 local function pair()
