@@ -1,7 +1,7 @@
 //! Argument checking with luv's wording: `bad argument #2 to 'timer_start' (number expected, got nil)`.
 
 use crate::error::misuse;
-use crate::handle::{Handle, Kind};
+use crate::handle::{lookup, HandleRef, Kind};
 use mlua::prelude::*;
 
 /// The arguments of one call to a luvrs function, with the function's name for error messages.
@@ -19,7 +19,7 @@ fn type_name(v: &LuaValue) -> &'static str {
         LuaValue::Table(_) => "table",
         LuaValue::Function(_) => "function",
         LuaValue::Thread(_) => "thread",
-        LuaValue::UserData(ud) if ud.is::<Handle>() => "uv handle",
+        LuaValue::UserData(ud) if lookup(ud).is_some() => "uv handle",
         _ => "userdata",
     }
 }
@@ -27,14 +27,6 @@ fn type_name(v: &LuaValue) -> &'static str {
 impl Args {
     pub fn new(name: &'static str, v: LuaMultiValue) -> Self {
         Args { name, v }
-    }
-
-    /// The same arguments under another function's name (for methods several types share).
-    pub fn renamed(&self, name: &'static str) -> Self {
-        Args {
-            name,
-            v: self.v.clone(),
-        }
     }
 
     /// How many arguments were passed (trailing nils included).
@@ -66,13 +58,8 @@ impl Args {
     }
 
     /// A handle of any type.
-    pub fn any_handle(&self, i: usize) -> LuaResult<(LuaAnyUserData, LuaUserDataRef<Handle>)> {
-        if let LuaValue::UserData(ud) = self.get(i) {
-            if let Ok(h) = ud.borrow::<Handle>() {
-                return Ok((ud.clone(), h));
-            }
-        }
-        Err(self.bad(i, "uv_handle_t"))
+    pub fn any_handle(&self, i: usize) -> LuaResult<(&LuaAnyUserData, HandleRef)> {
+        self.handle_of(i, "uv_handle_t", |_| true)
     }
 
     /// A handle whose kind passes `ok`, described as `what` in the error.
@@ -81,26 +68,22 @@ impl Args {
         i: usize,
         what: &str,
         ok: impl Fn(Kind) -> bool,
-    ) -> LuaResult<(LuaAnyUserData, LuaUserDataRef<Handle>)> {
+    ) -> LuaResult<(&LuaAnyUserData, HandleRef)> {
         if let LuaValue::UserData(ud) = self.get(i) {
-            if let Ok(h) = ud.borrow::<Handle>() {
+            if let Some(h) = lookup(ud) {
                 if ok(h.kind) {
-                    return Ok((ud.clone(), h));
+                    return Ok((ud, h));
                 }
             }
         }
         Err(self.bad(i, what))
     }
 
-    pub fn handle(
-        &self,
-        i: usize,
-        kind: Kind,
-    ) -> LuaResult<(LuaAnyUserData, LuaUserDataRef<Handle>)> {
+    pub fn handle(&self, i: usize, kind: Kind) -> LuaResult<(&LuaAnyUserData, HandleRef)> {
         self.handle_of(i, kind.type_label(), |k| k == kind)
     }
 
-    pub fn stream(&self, i: usize) -> LuaResult<(LuaAnyUserData, LuaUserDataRef<Handle>)> {
+    pub fn stream(&self, i: usize) -> LuaResult<(&LuaAnyUserData, HandleRef)> {
         self.handle_of(i, "uv_stream_t", Kind::is_stream)
     }
 

@@ -3,7 +3,7 @@
 
 use crate::args::Args;
 use crate::event_loop::{call, Core, State};
-use crate::handle::{create, Data, Handle, Kind};
+use crate::handle::{create, id_of, Data, Kind};
 use mlua::prelude::*;
 use std::rc::Rc;
 
@@ -31,7 +31,7 @@ pub fn new_async(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
             due: None,
         }),
     )?;
-    let id = ud.borrow::<Handle>()?.id;
+    let id = id_of(&ud)?;
     // libuv starts an async handle at creation: it keeps the loop alive until closed or unrefed.
     core.st()?.set_active(id, &ud, true);
     ud.into_lua_multi(lua)

@@ -6,7 +6,11 @@ use crate::error::{fail, misuse};
 use crate::event_loop::{Core, State};
 use crate::stream::Stream;
 use crate::timer::Timer;
+use mlua::ffi;
 use mlua::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::raw::c_int;
 use std::rc::Rc;
 
 /// A handle type, with libuv's name and `uv_handle_type` number.
@@ -85,23 +89,65 @@ impl Kind {
     }
 }
 
-/// What Lua holds: a slot number in the loop's table of handles. The slot lives exactly as long as
-/// this userdata; dropping it frees the slot (and closes the OS resource if `close` was never called).
-pub struct Handle {
-    pub id: usize,
-    pub kind: Kind,
-    pub core: Rc<Core>,
+/// What Lua holds: a raw full userdata with luv's per-type metatable (`uv_timer`, `uv_tcp`, ...),
+/// naming a slot in the loop's table of handles. The slot lives exactly as long as the userdata;
+/// its `__gc` frees the slot (and closes the OS resource if `close` was never called).
+#[repr(C)]
+pub struct RawHandle {
+    id: usize,
+    kind: Kind,
+    /// The loop; never freed (see `lib.rs`), so it outlives every handle.
+    core: *const Core,
 }
 
-impl Drop for Handle {
-    fn drop(&mut self) {
+/// A handle argument, once checked: its slot and type.
+#[derive(Clone, Copy, Debug)]
+pub struct HandleRef {
+    pub id: usize,
+    pub kind: Kind,
+}
+
+thread_local! {
+    /// Block address of every live handle userdata → its slot and type. Tells a luvrs handle from
+    /// any other userdata without touching memory that may not be ours.
+    static LIVE: RefCell<HashMap<usize, HandleRef>> = RefCell::new(HashMap::new());
+}
+
+/// The handle behind a userdata, if it is a live luvrs handle.
+pub fn lookup(ud: &LuaAnyUserData) -> Option<HandleRef> {
+    let addr = ud.to_pointer() as usize;
+    LIVE.with(|m| m.borrow().get(&addr).copied())
+}
+
+/// The slot number of a handle just created by `create`.
+pub fn id_of(ud: &LuaAnyUserData) -> LuaResult<usize> {
+    lookup(ud)
+        .map(|h| h.id)
+        .ok_or_else(|| misuse("luvrs: not a handle"))
+}
+
+/// The registry key of a type's metatable.
+pub fn metatable_key(kind: Kind) -> String {
+    format!("luvrs.mt.{}", kind.name())
+}
+
+/// `__gc` of every handle metatable.
+pub unsafe extern "C-unwind" fn handle_gc(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: only handle metatables carry this __gc, so argument 1 is a RawHandle block.
+    let h = unsafe { (ffi::lua_touserdata(l, 1) as *const RawHandle).read() };
+    let addr = unsafe { ffi::lua_touserdata(l, 1) } as usize;
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        LIVE.with(|m| m.borrow_mut().remove(&addr));
+        // SAFETY: the core is never freed.
+        let core = unsafe { &*h.core };
         // A collection can run inside any Lua allocation, also while the loop state is borrowed;
         // then the slot is queued and freed at the next safe point instead.
-        match self.core.st.try_borrow_mut() {
-            Ok(mut st) => st.free_slot(self.id),
-            Err(_) => self.core.garbage.borrow_mut().push(self.id),
+        match core.st.try_borrow_mut() {
+            Ok(mut st) => st.free_slot(h.id),
+            Err(_) => core.garbage.borrow_mut().push(h.id),
         }
-    }
+    }));
+    0
 }
 
 /// Type-specific state of a handle.
@@ -175,11 +221,26 @@ pub fn create(lua: &Lua, core: &Rc<Core>, kind: Kind, data: Data) -> LuaResult<L
             data,
         })
     };
-    let ud = lua.create_any_userdata(Handle {
+    let key = format!("{}\0", metatable_key(kind));
+    let raw = RawHandle {
         id,
         kind,
-        core: core.clone(),
-    })?;
+        core: Rc::as_ptr(core),
+    };
+    // SAFETY: a new userdata block of RawHandle's size is written once, then given its metatable.
+    let ud: LuaAnyUserData = unsafe {
+        lua.exec_raw((), |l| {
+            let p =
+                ffi::lua_newuserdatauv(l, std::mem::size_of::<RawHandle>(), 0) as *mut RawHandle;
+            p.write(raw);
+            ffi::lua_getfield(l, ffi::LUA_REGISTRYINDEX, key.as_ptr().cast());
+            ffi::lua_setmetatable(l, -2);
+        })?
+    };
+    LIVE.with(|m| {
+        m.borrow_mut()
+            .insert(ud.to_pointer() as usize, HandleRef { id, kind })
+    });
     core.weak.raw_set(id, &ud)?;
     Ok(ud)
 }
@@ -203,7 +264,7 @@ pub fn close(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
             describe(&st, h.id)
         )));
     }
-    st.begin_close(h.id, &ud, cb);
+    st.begin_close(h.id, ud, cb);
     drop(st);
     let _ = lua;
     Ok(LuaMultiValue::new())

@@ -27,7 +27,7 @@ mod watcher;
 
 use args::Args;
 use event_loop::{Core, State};
-use handle::{Handle, Kind};
+use handle::Kind;
 use mlua::ffi;
 use mlua::prelude::*;
 use std::cell::RefCell;
@@ -85,147 +85,6 @@ fn export(lua: &Lua, core: &Rc<Core>, name: &'static str, f: Fun) -> LuaResult<L
 
 /// The request object luv's write/connect/shutdown return (shared: programs only test it).
 struct Req(&'static str);
-
-fn by_kind(a: &Args) -> LuaResult<Kind> {
-    Ok(a.any_handle(1)?.1.kind)
-}
-
-fn m_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    match by_kind(a)? {
-        Kind::Timer => timer::timer_start(lua, core, a),
-        k @ (Kind::Idle | Kind::Prepare | Kind::Check) => watcher::start(lua, core, a, k),
-        Kind::Signal => signal::signal_start(lua, core, a),
-        Kind::Poll => poll::poll_start(lua, core, &a.renamed("poll_start")),
-        _ => Err(a.bad(
-            1,
-            "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t, uv_signal_t or uv_poll_t",
-        )),
-    }
-}
-
-fn m_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    match by_kind(a)? {
-        Kind::Timer => timer::timer_stop(lua, core, a),
-        k @ (Kind::Idle | Kind::Prepare | Kind::Check) => watcher::stop(lua, core, a, k),
-        Kind::Signal => signal::signal_stop(lua, core, a),
-        Kind::Poll => poll::poll_stop(lua, core, &a.renamed("poll_stop")),
-        _ => Err(a.bad(
-            1,
-            "uv_timer_t, uv_idle_t, uv_prepare_t, uv_check_t, uv_signal_t or uv_poll_t",
-        )),
-    }
-}
-
-/// Picks the function for the type of handle in argument 1, for method names several types share.
-fn dispatch(
-    lua: &Lua,
-    core: &Rc<Core>,
-    a: &Args,
-    table: &[(Kind, &'static str, Fun)],
-    label: &str,
-) -> LuaResult<LuaMultiValue> {
-    let k = match a.get(1) {
-        LuaValue::UserData(ud) => ud.borrow::<Handle>().ok().map(|h| h.kind),
-        _ => None,
-    };
-    match k.and_then(|k| table.iter().find(|(t, _, _)| *t == k)) {
-        Some((_, name, f)) => f(lua, core, &a.renamed(name)),
-        None => Err(a.bad(1, label)),
-    }
-}
-
-fn m_open(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    dispatch(
-        lua,
-        core,
-        a,
-        &[
-            (Kind::Tcp, "tcp_open", tcp::tcp_open),
-            (Kind::Pipe, "pipe_open", pipe::pipe_open),
-            (Kind::Udp, "udp_open", udp::udp_open),
-        ],
-        "uv_tcp_t, uv_pipe_t or uv_udp_t",
-    )
-}
-
-fn m_bind(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    dispatch(
-        lua,
-        core,
-        a,
-        &[
-            (Kind::Tcp, "tcp_bind", tcp::tcp_bind),
-            (Kind::Pipe, "pipe_bind", pipe::pipe_bind),
-            (Kind::Udp, "udp_bind", udp::udp_bind),
-        ],
-        "uv_tcp_t, uv_pipe_t or uv_udp_t",
-    )
-}
-
-fn m_connect(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    dispatch(
-        lua,
-        core,
-        a,
-        &[
-            (Kind::Tcp, "tcp_connect", tcp::tcp_connect),
-            (Kind::Pipe, "pipe_connect", pipe::pipe_connect),
-            (Kind::Udp, "udp_connect", udp::udp_connect),
-        ],
-        "uv_tcp_t, uv_pipe_t or uv_udp_t",
-    )
-}
-
-fn m_getsockname(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    dispatch(
-        lua,
-        core,
-        a,
-        &[
-            (Kind::Tcp, "tcp_getsockname", tcp::tcp_getsockname),
-            (Kind::Pipe, "pipe_getsockname", pipe::pipe_getsockname),
-            (Kind::Udp, "udp_getsockname", udp::udp_getsockname),
-        ],
-        "uv_tcp_t, uv_pipe_t or uv_udp_t",
-    )
-}
-
-fn m_getpeername(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    dispatch(
-        lua,
-        core,
-        a,
-        &[
-            (Kind::Tcp, "tcp_getpeername", tcp::tcp_getpeername),
-            (Kind::Pipe, "pipe_getpeername", pipe::pipe_getpeername),
-            (Kind::Udp, "udp_getpeername", udp::udp_getpeername),
-        ],
-        "uv_tcp_t, uv_pipe_t or uv_udp_t",
-    )
-}
-
-fn m_send(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    dispatch(
-        lua,
-        core,
-        a,
-        &[
-            (Kind::Async, "async_send", async_handle::async_send),
-            (Kind::Udp, "udp_send", udp::udp_send),
-        ],
-        "uv_async_t or uv_udp_t",
-    )
-}
-
-fn m_kill(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    dispatch(
-        lua,
-        core,
-        a,
-        &[(Kind::Process, "process_kill", process::process_kill)],
-        "uv_process_t",
-    )
-}
 
 /// `(name in the module, function)`; the method name is the same unless given in METHODS.
 const FUNCTIONS: &[(&str, Fun)] = &[
@@ -409,41 +268,8 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("new_inflate", deflate::new_inflate),
 ];
 
-/// Method name → module function, for the methods whose names differ from the module's.
-const METHODS: &[(&str, &str)] = &[
-    ("get_type", "handle_get_type"),
-    ("again", "timer_again"),
-    ("set_repeat", "timer_set_repeat"),
-    ("get_repeat", "timer_get_repeat"),
-    ("get_due_in", "timer_get_due_in"),
-    ("get_write_queue_size", "stream_get_write_queue_size"),
-    ("nodelay", "tcp_nodelay"),
-    ("keepalive", "tcp_keepalive"),
-    ("simultaneous_accepts", "tcp_simultaneous_accepts"),
-    ("close_reset", "tcp_close_reset"),
-    ("write_queue_size", "tcp_write_queue_size"),
-    ("start_oneshot", "signal_start_oneshot"),
-    ("chmod", "pipe_chmod"),
-    ("pending_count", "pipe_pending_count"),
-    ("pending_type", "pipe_pending_type"),
-    ("get_pid", "process_get_pid"),
-    ("get_winsize", "tty_get_winsize"),
-    ("set_mode", "tty_set_mode"),
-    ("try_send", "udp_try_send"),
-    ("recv_start", "udp_recv_start"),
-    ("recv_stop", "udp_recv_stop"),
-    ("set_broadcast", "udp_set_broadcast"),
-    ("set_ttl", "udp_set_ttl"),
-    ("set_multicast_loop", "udp_set_multicast_loop"),
-    ("set_multicast_ttl", "udp_set_multicast_ttl"),
-    ("set_multicast_interface", "udp_set_multicast_interface"),
-    ("set_membership", "udp_set_membership"),
-    ("get_send_queue_size", "udp_get_send_queue_size"),
-    ("get_send_queue_count", "udp_get_send_queue_count"),
-];
-
-/// Module functions that are also methods under their own name.
-const SAME_NAME_METHODS: &[&str] = &[
+/// Methods every handle has, under the module function's name.
+const HANDLE_METHODS: &[&str] = &[
     "close",
     "is_active",
     "is_closing",
@@ -453,6 +279,10 @@ const SAME_NAME_METHODS: &[&str] = &[
     "fileno",
     "send_buffer_size",
     "recv_buffer_size",
+];
+
+/// Methods every stream (TCP, pipe, TTY) has, under the module function's name.
+const STREAM_METHODS: &[&str] = &[
     "listen",
     "accept",
     "read_start",
@@ -460,10 +290,83 @@ const SAME_NAME_METHODS: &[&str] = &[
     "write",
     "write2",
     "try_write",
+    "try_write2",
     "shutdown",
     "is_readable",
     "is_writable",
+    "set_blocking",
+    "sendfile",
 ];
+
+const KINDS: &[Kind] = &[
+    Kind::Async,
+    Kind::Check,
+    Kind::Idle,
+    Kind::Pipe,
+    Kind::Poll,
+    Kind::Prepare,
+    Kind::Process,
+    Kind::Tcp,
+    Kind::Timer,
+    Kind::Tty,
+    Kind::Udp,
+    Kind::Signal,
+];
+
+fn handle_tostring(lua: &Lua, _core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (ud, h) = a.any_handle(1)?;
+    format!("uv_{}_t: {:p}", h.kind.name(), ud.to_pointer()).into_lua_multi(lua)
+}
+
+/// `__close`: closes the handle unless that was done already.
+fn handle_close_meta(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (ud, h) = a.any_handle(1)?;
+    if core.st()?.slots[h.id].closing {
+        return Ok(LuaMultiValue::new());
+    }
+    let only_handle = Args::new(
+        "close",
+        LuaMultiValue::from_vec(vec![LuaValue::UserData(ud.clone())]),
+    );
+    handle::close(lua, core, &only_handle)
+}
+
+/// luv's metatable for one handle type: `__name` "uv_timer", methods named as luv names them (the
+/// module function without its type prefix: `timer_start` is `t:start`), and the metamethods.
+fn handle_metatable(lua: &Lua, core: &Rc<Core>, uv: &LuaTable, kind: Kind) -> LuaResult<LuaTable> {
+    let index = lua.create_table()?;
+    let mut names: Vec<&str> = HANDLE_METHODS.to_vec();
+    if kind.is_stream() {
+        names.extend_from_slice(STREAM_METHODS);
+        index.raw_set(
+            "get_write_queue_size",
+            uv.raw_get::<LuaFunction>("stream_get_write_queue_size")?,
+        )?;
+    }
+    for name in names {
+        if let Some(f) = uv.raw_get::<Option<LuaFunction>>(name)? {
+            index.raw_set(name, f)?;
+        }
+    }
+    index.raw_set("get_type", uv.raw_get::<LuaFunction>("handle_get_type")?)?;
+    let prefix = format!("{}_", kind.name());
+    for &(name, _) in FUNCTIONS {
+        if let Some(method) = name.strip_prefix(&prefix) {
+            index.raw_set(method, uv.raw_get::<LuaFunction>(name)?)?;
+        }
+    }
+    let mt = lua.create_table()?;
+    mt.raw_set("__name", format!("uv_{}", kind.name()))?;
+    mt.raw_set("__index", index)?;
+    mt.raw_set(
+        "__tostring",
+        export(lua, core, "tostring", handle_tostring)?,
+    )?;
+    mt.raw_set("__close", export(lua, core, "close", handle_close_meta)?)?;
+    // SAFETY: handle_gc follows the lua_CFunction contract and only reads its own userdata.
+    mt.raw_set("__gc", unsafe { lua.create_c_function(handle::handle_gc)? })?;
+    Ok(mt)
+}
 
 /// A write to a closed peer must fail with EPIPE, not kill the process: sendfile(2) and writes to
 /// pipes have no MSG_NOSIGNAL. As Python, Node and nginx do, SIGPIPE is ignored unless the program
@@ -496,54 +399,19 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
         weak,
     });
 
+    // Handles point at the core without owning it; one reference is kept for good so it outlives
+    // every handle, however late Lua collects them.
+    std::mem::forget(core.clone());
+
     let uv = lua.create_table()?;
     for &(name, f) in FUNCTIONS {
         uv.raw_set(name, export(lua, &core, name, f)?)?;
     }
 
-    let methods = lua.create_table()?;
-    for &name in SAME_NAME_METHODS {
-        methods.raw_set(name, uv.raw_get::<LuaFunction>(name)?)?;
+    for &kind in KINDS {
+        let mt = handle_metatable(lua, &core, &uv, kind)?;
+        lua.set_named_registry_value(&handle::metatable_key(kind), mt)?;
     }
-    for &(method, name) in METHODS {
-        methods.raw_set(method, uv.raw_get::<LuaFunction>(name)?)?;
-    }
-    methods.raw_set("start", export(lua, &core, "start", m_start)?)?;
-    methods.raw_set("stop", export(lua, &core, "stop", m_stop)?)?;
-    let shared: &[(&'static str, Fun)] = &[
-        ("open", m_open),
-        ("bind", m_bind),
-        ("connect", m_connect),
-        ("getsockname", m_getsockname),
-        ("getpeername", m_getpeername),
-        ("kill", m_kill),
-        ("send", m_send),
-    ];
-    for &(name, f) in shared {
-        methods.raw_set(name, export(lua, &core, name, f)?)?;
-    }
-
-    let close_fn = uv.raw_get::<LuaFunction>("close")?;
-    lua.register_userdata_type::<Handle>(|reg| {
-        reg.add_meta_field("__index", methods);
-        reg.add_meta_method(LuaMetaMethod::ToString, |_, h, ()| {
-            Ok(format!("uv_{}_t: {:p}", h.kind.name(), h as *const Handle))
-        });
-        reg.add_meta_function(
-            LuaMetaMethod::Close,
-            move |_, (ud, _err): (LuaAnyUserData, LuaValue)| {
-                let closing = {
-                    let h = ud.borrow::<Handle>()?;
-                    let st = h.core.st()?;
-                    st.slots[h.id].closing
-                };
-                if !closing {
-                    close_fn.call::<()>(ud)?;
-                }
-                Ok(())
-            },
-        );
-    })?;
     let codec_methods =
         |write: (&'static str, Fun), reset: (&'static str, Fun)| -> LuaResult<LuaTable> {
             let index = lua.create_table()?;

@@ -5,7 +5,7 @@
 use crate::args::Args;
 use crate::error::{errno_of, fail, Errno};
 use crate::event_loop::{Core, Pending};
-use crate::handle::{create, Data, Handle, Kind};
+use crate::handle::{create, Data, HandleRef, Kind};
 use crate::stream::{adopt, req_object, Stream};
 use mlua::prelude::*;
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -150,7 +150,7 @@ pub fn pipe_connect(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiV
     match err {
         None => {
             st.slots[h.id].stream().connecting = Some(cb);
-            st.req_start(h.id, &ud);
+            st.req_start(h.id, ud);
         }
         // As libuv: the error arrives in the callback, on a later tick.
         Some(e) => {
@@ -160,7 +160,7 @@ pub fn pipe_connect(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiV
                 err: Some(e),
                 sent: None,
             });
-            st.req_start(h.id, &ud);
+            st.req_start(h.id, ud);
         }
     }
     let req = req_object(lua, "connect")?;
@@ -378,7 +378,7 @@ pub fn kind_of_fd(fd: RawFd) -> Kind {
 }
 
 /// The raw descriptor of a stream handle (for `write2` and process stdio).
-pub fn raw_fd(core: &Rc<Core>, h: &Handle) -> LuaResult<Option<RawFd>> {
+pub fn raw_fd(core: &Rc<Core>, h: &HandleRef) -> LuaResult<Option<RawFd>> {
     let mut st = core.st()?;
     Ok(match &mut st.slots[h.id].data {
         Data::Stream(s) => s.sock.as_ref().map(|k| k.as_raw_fd()),

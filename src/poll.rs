@@ -147,7 +147,7 @@ pub fn poll_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVal
     if cb.is_some() {
         p.cb = cb;
     }
-    st.set_active(h.id, &ud, true);
+    st.set_active(h.id, ud, true);
     // The descriptor may be ready already; an edge from before registration would be lost.
     st.queue_io(h.id);
     0.into_lua_multi(lua)
@@ -163,7 +163,7 @@ pub fn poll_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
     if let Data::Poll(p) = &mut slots[h.id].data {
         p.shut(poll);
     }
-    st.set_active(h.id, &ud, false);
+    st.set_active(h.id, ud, false);
     0.into_lua_multi(lua)
 }
 

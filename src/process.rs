@@ -4,7 +4,7 @@
 use crate::args::Args;
 use crate::error::{errno_of, fail, Errno};
 use crate::event_loop::{call, Core, State};
-use crate::handle::{create, Data, Handle, Kind};
+use crate::handle::{create, id_of, Data, Kind};
 use crate::stream::adopt;
 use mlua::prelude::*;
 use socket2::Socket;
@@ -92,9 +92,9 @@ pub fn spawn(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
                 LuaValue::Nil => stdio.push(Stdio::Ignore),
                 LuaValue::Integer(fd) => stdio.push(Stdio::Fd(fd as RawFd)),
                 LuaValue::UserData(ud) => {
-                    let h = ud
-                        .borrow::<Handle>()
-                        .map_err(|_| a.invalid(2, "stdio entries must be fds or stream handles"))?;
+                    let h = crate::handle::lookup(&ud).ok_or_else(|| {
+                        a.invalid(2, "stdio entries must be fds or stream handles")
+                    })?;
                     if !h.kind.is_stream() {
                         return Err(a.invalid(2, "stdio entries must be fds or stream handles"));
                     }
@@ -269,7 +269,7 @@ pub fn spawn(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
             exited: false,
         }),
     )?;
-    let id = ud.borrow::<Handle>()?.id;
+    let id = id_of(&ud)?;
     {
         let mut st = core.st()?;
         st.set_active(id, &ud, true);

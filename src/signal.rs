@@ -193,7 +193,7 @@ fn start_impl(lua: &Lua, core: &Rc<Core>, a: &Args, oneshot: bool) -> LuaResult<
         s.cb = cb;
     }
     s.oneshot = oneshot;
-    st.set_active(h.id, &ud, true);
+    st.set_active(h.id, ud, true);
     0.into_lua_multi(lua)
 }
 
@@ -210,7 +210,7 @@ pub fn signal_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVa
     let mut st = core.st()?;
     stop(&mut st, h.id);
     if !st.slots[h.id].closing {
-        st.set_active(h.id, &ud, false);
+        st.set_active(h.id, ud, false);
     }
     0.into_lua_multi(lua)
 }

@@ -174,7 +174,7 @@ pub fn listen(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> 
     s.listening = true;
     s.conn_cb = Some(cb);
     let ready = s.rd_ready;
-    st.set_active(h.id, &ud, true);
+    st.set_active(h.id, ud, true);
     if ready {
         st.queue_io(h.id);
     }
@@ -243,7 +243,7 @@ pub fn read_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVal
     }
     s.reading = true;
     let ready = s.rd_ready;
-    st.set_active(h.id, &ud, true);
+    st.set_active(h.id, ud, true);
     if ready {
         st.queue_io(h.id);
     }
@@ -260,7 +260,7 @@ pub fn read_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
     s.reading = false;
     s.read_cb = None;
     let listening = s.listening;
-    st.set_active(h.id, &ud, listening);
+    st.set_active(h.id, ud, listening);
     ok0(lua)
 }
 
@@ -516,7 +516,7 @@ fn write_impl(
             send_fd,
         });
     }
-    st.req_start(h.id, &ud);
+    st.req_start(h.id, ud);
     let req = req_object(lua, "write")?;
     Ok(LuaMultiValue::from_vec(vec![req]))
 }
@@ -573,7 +573,7 @@ pub fn shutdown(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
     }
     s.writable = false;
     s.shutdown_req = Some(cb);
-    st.req_start(h.id, &ud);
+    st.req_start(h.id, ud);
     st.queue_io(h.id);
     let req = req_object(lua, "shutdown")?;
     Ok(LuaMultiValue::from_vec(vec![req]))
@@ -731,7 +731,7 @@ pub fn sendfile(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
             sent: 0,
         }),
     });
-    st.req_start(h.id, &ud);
+    st.req_start(h.id, ud);
     st.queue_io(h.id);
     let req = req_object(lua, "write")?;
     Ok(LuaMultiValue::from_vec(vec![req]))
@@ -926,17 +926,24 @@ fn read_ready(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
                 Err(e) => ReadOutcome::Error(errno_of(&e)),
             };
             let cb = s.read_cb.clone();
-            if !matches!(outcome, ReadOutcome::Data(_)) {
-                // libuv stops reading at EOF and on errors.
-                s.reading = false;
-                s.rd_ready = false;
-                s.read_cb = None;
-                if matches!(outcome, ReadOutcome::Eof) {
-                    s.readable = false;
+            match outcome {
+                ReadOutcome::Data(_) => {}
+                // As libuv 1.44: at EOF reading stops before the callback and the stream stays
+                // readable (EOF persists, so a new read_start reports it again).
+                ReadOutcome::Eof => {
+                    s.reading = false;
+                    s.read_cb = None;
+                    let listening = s.listening;
+                    slot.active = listening;
+                    st.sync(id);
                 }
-                let listening = s.listening;
-                slot.active = listening;
-                st.sync(id);
+                // On an error the stream is neither readable nor writable during the callback;
+                // reading stops after it.
+                ReadOutcome::Error(_) => {
+                    s.readable = false;
+                    s.writable = false;
+                    s.rd_ready = false;
+                }
             }
             (cb, outcome)
         };
@@ -944,7 +951,21 @@ fn read_ready(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
         match outcome {
             ReadOutcome::Data(data) => call(core, &cb, (LuaValue::Nil, data))?,
             ReadOutcome::Eof => call(core, &cb, ())?,
-            ReadOutcome::Error(e) => call(core, &cb, if e == UV_EOF { "EOF" } else { name(e) })?,
+            ReadOutcome::Error(e) => {
+                call(core, &cb, if e == UV_EOF { "EOF" } else { name(e) })?;
+                let mut st = core.st()?;
+                if let Some(slot) = st.slots.get_mut(id).filter(|s| !s.closing) {
+                    let s = slot.stream();
+                    if s.reading {
+                        s.reading = false;
+                        s.read_cb = None;
+                        let listening = s.listening;
+                        slot.active = listening;
+                        st.sync(id);
+                    }
+                }
+                return Ok(());
+            }
         }
     }
     let mut st = core.st()?;

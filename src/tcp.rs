@@ -67,7 +67,7 @@ pub fn new_tcp(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue>
     }
     let ud = create(lua, core, Kind::Tcp, Data::Stream(Box::default()))?;
     if let Some(d) = fam {
-        let id = ud.borrow::<crate::handle::Handle>()?.id;
+        let id = crate::handle::id_of(&ud)?;
         let r = ensure_socket(&mut *core.st()?, id, d);
         if let Err(e) = r {
             return fail(lua, e);
@@ -222,7 +222,7 @@ pub fn tcp_connect(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVa
         Ok(()) => {
             s.connecting = Some(cb);
             // Completion comes with writability; an immediate success is noticed the same way.
-            st.req_start(h.id, &ud);
+            st.req_start(h.id, ud);
         }
         // As libuv: a refused or failed connect is reported to the callback, on a later tick.
         Err(e) if e == libc::ECONNREFUSED || e == libc::EADDRINUSE || e == libc::ENETUNREACH => {
@@ -232,7 +232,7 @@ pub fn tcp_connect(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVa
                 err: Some(e),
                 sent: None,
             });
-            st.req_start(h.id, &ud);
+            st.req_start(h.id, ud);
         }
         Err(e) => return fail(lua, e),
     }
@@ -318,6 +318,6 @@ pub fn tcp_close_reset(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMul
             let _ = sock.set_linger(Some(std::time::Duration::ZERO));
         }
     }
-    st.begin_close(h.id, &ud, cb);
+    st.begin_close(h.id, ud, cb);
     ok0(lua)
 }

@@ -49,7 +49,7 @@ pub fn timer_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVa
     t.cb = Some(cb);
     t.repeat = repeat;
     schedule(&mut st, h.id, timeout);
-    st.set_active(h.id, &ud, true);
+    st.set_active(h.id, ud, true);
     ok0(lua)
 }
 
@@ -58,7 +58,7 @@ pub fn timer_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVal
     let mut st = core.st()?;
     unschedule(&mut st, h.id);
     if !st.slots[h.id].closing {
-        st.set_active(h.id, &ud, false);
+        st.set_active(h.id, ud, false);
     }
     ok0(lua)
 }
@@ -73,7 +73,7 @@ pub fn timer_again(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVa
     let repeat = slot.timer().repeat;
     if repeat > 0 {
         schedule(&mut st, h.id, repeat);
-        st.set_active(h.id, &ud, true);
+        st.set_active(h.id, ud, true);
     }
     ok0(lua)
 }

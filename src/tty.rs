@@ -3,7 +3,7 @@
 use crate::args::Args;
 use crate::error::{errno_of, fail, Errno};
 use crate::event_loop::Core;
-use crate::handle::{create, Data, Handle, Kind};
+use crate::handle::{create, id_of, Data, HandleRef, Kind};
 use crate::stream::{adopt, Stream};
 use mlua::prelude::*;
 use socket2::Socket;
@@ -80,7 +80,7 @@ pub fn new_tty(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue>
         ..Default::default()
     };
     let ud = create(lua, core, Kind::Tty, Data::Stream(Box::new(s)))?;
-    let id = ud.borrow::<Handle>()?.id;
+    let id = id_of(&ud)?;
     // SAFETY: the descriptor is handed to the handle (stdio numbers are never closed by it).
     let sock = unsafe { Socket::from_raw_fd(use_fd) };
     let r = adopt(&mut *core.st()?, id, sock);
@@ -93,7 +93,7 @@ pub fn new_tty(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue>
     ud.into_lua_multi(lua)
 }
 
-fn tty_fd(core: &Rc<Core>, h: &Handle) -> LuaResult<Option<RawFd>> {
+fn tty_fd(core: &Rc<Core>, h: &HandleRef) -> LuaResult<Option<RawFd>> {
     let mut st = core.st()?;
     Ok(st.slots[h.id].stream().fd())
 }

@@ -3,7 +3,7 @@
 use crate::args::Args;
 use crate::error::{errno_of, fail, name, Errno};
 use crate::event_loop::{call, Core, State};
-use crate::handle::{create, Data, Handle, Kind};
+use crate::handle::{create, id_of, Data, Kind};
 use crate::tcp::{addr, addr_value, family};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
@@ -98,7 +98,7 @@ pub fn new_udp(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue>
     }
     let ud = create(lua, core, Kind::Udp, Data::Udp(Box::default()))?;
     if let Some(d) = fam {
-        let id = ud.borrow::<Handle>()?.id;
+        let id = id_of(&ud)?;
         let r = ensure_socket(&mut *core.st()?, id, d);
         if let Err(e) = r {
             return fail(lua, e);
@@ -329,7 +329,7 @@ pub fn udp_send(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
     let u = udp(&mut st, h.id);
     u.sq_bytes += len;
     u.sq.push_back(SendReq { bufs, to, cb, len });
-    st.req_start(h.id, &ud);
+    st.req_start(h.id, ud);
     st.queue_io(h.id);
     // Debian's luv returns 0 here, not a request.
     0.into_lua_multi(lua)
@@ -383,7 +383,7 @@ pub fn udp_recv_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMult
     let u = udp(&mut st, h.id);
     u.receiving = true;
     let ready = u.rd_ready;
-    st.set_active(h.id, &ud, true);
+    st.set_active(h.id, ud, true);
     if ready {
         st.queue_io(h.id);
     }
@@ -399,7 +399,7 @@ pub fn udp_recv_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMulti
     let u = udp(&mut st, h.id);
     u.receiving = false;
     u.recv_cb = None;
-    st.set_active(h.id, &ud, false);
+    st.set_active(h.id, ud, false);
     ok0(lua)
 }
 
@@ -524,7 +524,6 @@ pub fn udp_set_membership(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<Lua
             return fail(lua, e);
         }
     }
-    drop(h);
     with_sock(lua, core, a, |s| match g {
         IpAddr::V4(g4) => {
             let i4 = match i {

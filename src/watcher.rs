@@ -29,7 +29,7 @@ pub fn start(lua: &Lua, core: &Rc<Core>, a: &Args, kind: Kind) -> LuaResult<LuaM
     if !st.slots[h.id].active {
         // libuv runs the most recently started first.
         list(&mut st, kind).insert(0, h.id);
-        st.set_active(h.id, &ud, true);
+        st.set_active(h.id, ud, true);
     }
     0.into_lua_multi(lua)
 }
@@ -39,7 +39,7 @@ pub fn stop(lua: &Lua, core: &Rc<Core>, a: &Args, kind: Kind) -> LuaResult<LuaMu
     let mut st = core.st()?;
     if st.slots[h.id].active {
         list(&mut st, kind).retain(|&x| x != h.id);
-        st.set_active(h.id, &ud, false);
+        st.set_active(h.id, ud, false);
     }
     0.into_lua_multi(lua)
 }
