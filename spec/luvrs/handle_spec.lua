@@ -230,8 +230,8 @@ describe("handle", function()
       end
       for _, m in ipairs({ "close", "bind", "listen", "accept", "connect", "read_start", "read_stop", "write",
         "try_write", "shutdown", "is_readable", "is_writable", "nodelay", "keepalive", "simultaneous_accepts",
-        "getsockname", "getpeername", "close_reset", "write_queue_size", "open", "send_buffer_size",
-        "recv_buffer_size", "fileno" }) do
+        "getsockname", "getpeername", "close_reset", "write_queue_size", "get_write_queue_size", "open",
+        "send_buffer_size", "recv_buffer_size", "fileno" }) do
         assert.equal("function", type(tcp[m]), "tcp:" .. m)
       end
       t:close()
