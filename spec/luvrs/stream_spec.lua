@@ -364,6 +364,101 @@ describe("stream", function()
     end)
   end)
 
+  describe("under load", function()
+    it("50 concurrent clients each get their 256 KiB back intact from an echo server", function()
+      local server, port = H.tcp_server(function(srv)
+        local c = uv.new_tcp()
+        srv:accept(c)
+        c:read_start(function(err, d)
+          if d then
+            c:write(d)
+          elseif not err then
+            c:shutdown(function() c:close() end)
+          else
+            c:close()
+          end
+        end)
+      end)
+      local done, results = 0, {}
+      for i = 1, 50 do
+        local payload = string.rep(string.char(65 + i % 26) .. tostring(i), 262144 // (1 + #tostring(i)) + 1)
+        payload = payload:sub(1, 262144)
+        local c = uv.new_tcp()
+        local got = {}
+        c:connect("127.0.0.1", port, function(err)
+          if err then
+            results[i] = err
+            done = done + 1
+            return
+          end
+          c:read_start(function(rerr, d)
+            if d then
+              got[#got + 1] = d
+            else
+              results[i] = rerr or (table.concat(got) == payload)
+              done = done + 1
+              c:close()
+            end
+          end)
+          -- written in pieces, each with a callback, to mix queued writes with reads
+          for off = 1, #payload, 65536 do c:write(payload:sub(off, off + 65535), function() end) end
+          c:shutdown()
+        end)
+      end
+      H.run_until(function() return done == 50 end, 30000)
+      for i = 1, 50 do assert.is_true(results[i], "client " .. i .. ": " .. tostring(results[i])) end
+      server:close()
+      H.run()
+    end)
+
+    it("writes chained from write callbacks keep their order", function()
+      local a, b = connected_pair()
+      local got, eof = {}, false
+      b:read_start(function(_, d) if d then got[#got + 1] = d else eof = true end end)
+      local n = 0
+      local function next_write()
+        n = n + 1
+        if n > 200 then
+          a:shutdown()
+          return
+        end
+        a:write(("%03d,"):format(n), next_write)
+      end
+      next_write()
+      H.run_until(function() return eof end)
+      local want = {}
+      for i = 1, 200 do want[i] = ("%03d,"):format(i) end
+      assert.equal(table.concat(want), table.concat(got))
+      close_all(a, b)
+    end)
+
+    it("read_stop inside the read callback stops delivery until read_start", function()
+      local a, b = connected_pair()
+      local chunks = {}
+      local function on_read(_, d)
+        if d then
+          chunks[#chunks + 1] = d
+          b:read_stop()
+        end
+      end
+      b:read_start(on_read)
+      a:write("one")
+      H.run_until(function() return #chunks == 1 end)
+      local sent = false
+      a:write("two", function() sent = true end)
+      H.run_until(function() return sent end)
+      local t = uv.new_timer()
+      local waited = false
+      t:start(20, 0, function() waited = true end)
+      H.run_until(function() return waited end)
+      assert.equal(1, #chunks)
+      b:read_start(on_read)
+      H.run_until(function() return #chunks == 2 end)
+      assert.same({ "one", "two" }, chunks)
+      close_all(a, b, t)
+    end)
+  end)
+
   describe("try_write", function()
     it("returns the number of bytes written", function()
       local a, b = connected_pair()

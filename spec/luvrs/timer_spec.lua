@@ -179,6 +179,51 @@ describe("timer", function()
     H.run()
   end)
 
+  it("a due timer stopped or closed by an earlier callback of the same pass does not fire", function()
+    uv.update_time()
+    local a, b, c = uv.new_timer(), uv.new_timer(), uv.new_timer()
+    local log = {}
+    a:start(5, 0, function()
+      log[#log + 1] = "a"
+      b:stop()
+      c:close()
+    end)
+    b:start(5, 0, function() log[#log + 1] = "b" end)
+    c:start(5, 0, function() log[#log + 1] = "c" end)
+    H.run()
+    assert.same({ "a" }, log)
+    a:close()
+    b:close()
+    H.run()
+  end)
+
+  it("2000 timers with random deadlines fire sorted by deadline, ties in start order", function()
+    local rng_state = 12345
+    local function rand(n) -- a small LCG: the same sequence on every run
+      rng_state = (rng_state * 1103515245 + 12345) % 2147483648
+      return rng_state % n
+    end
+    uv.update_time()
+    local fired, timers, deadline = {}, {}, {}
+    for i = 1, 2000 do
+      local t = uv.new_timer()
+      timers[i] = t
+      deadline[i] = rand(40)
+      t:start(deadline[i], 0, function() fired[#fired + 1] = i end)
+    end
+    H.run()
+    assert.equal(2000, #fired)
+    local want = {}
+    for i = 1, 2000 do want[i] = i end
+    table.sort(want, function(x, y)
+      if deadline[x] ~= deadline[y] then return deadline[x] < deadline[y] end
+      return x < y
+    end)
+    assert.same(want, fired)
+    for _, t in ipairs(timers) do t:close() end
+    H.run()
+  end)
+
   describe("repeat", function()
     it("get_repeat/set_repeat; start sets the repeat; set_repeat returns nothing", function()
       local t = uv.new_timer()
