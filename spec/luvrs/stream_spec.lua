@@ -570,6 +570,36 @@ describe("stream", function()
     end)
   end)
 
+  describe("SIGPIPE (luvrs)", function()
+    if H.impl ~= "luvrs" then
+      pending("under plain lua5.4, luv lets SIGPIPE kill the process")
+      return
+    end
+
+    it("writing to a connection the peer closed fails with an error, not SIGPIPE", function()
+      local a, b = connected_pair()
+      b:close()
+      H.run()
+      local errs = {}
+      local chunk = string.rep("p", 65536)
+      for _ = 1, 50 do
+        local n, _, code = a:try_write(chunk)
+        if not n and code ~= "EAGAIN" then
+          errs[#errs + 1] = code
+          break
+        end
+        H.run(1000, "nowait")
+      end
+      local cb_err
+      a:write(chunk, function(err) cb_err = err or "ok" end)
+      H.run_until(function() return cb_err end)
+      assert.is_true(#errs == 1, "try_write never failed")
+      assert.matches("^E", errs[1])
+      assert.matches("^E", cb_err)
+      close_all(a)
+    end)
+  end)
+
   describe("luvrs extension: sendfile", function()
     if H.impl ~= "luvrs" then
       pending("uv.sendfile is a luvrs extension")
