@@ -43,7 +43,9 @@ describe("loop", function()
       local n = 0
       t:start(1, 1, function() n = n + 1 end)
       assert.is_true(uv.run("once"))
-      assert.equal(1, n)
+      -- libuv promises progress (at least one callback), and 'once' also runs the timers that came
+      -- due while it polled, so a 1 ms repeating timer may fire once or twice
+      assert.is_true(n == 1 or n == 2, "callbacks run: " .. n)
       t:stop()
       assert.is_false(uv.run("once"))
       t:close()
