@@ -3,11 +3,14 @@
 use crate::error::misuse;
 use crate::handle::{lookup, HandleRef, Kind};
 use mlua::prelude::*;
+use mlua::ObjectLike;
 
 /// The arguments of one call to a luvrs function, with the function's name for error messages.
 pub struct Args {
     pub name: &'static str,
     v: LuaMultiValue,
+    /// For conversions Lua's C API makes (numbers and strings into each other, callable tables).
+    lua: Lua,
 }
 
 fn type_name(v: &LuaValue) -> &'static str {
@@ -25,8 +28,12 @@ fn type_name(v: &LuaValue) -> &'static str {
 }
 
 impl Args {
-    pub fn new(name: &'static str, v: LuaMultiValue) -> Self {
-        Args { name, v }
+    pub fn new(lua: &Lua, name: &'static str, v: LuaMultiValue) -> Self {
+        Args {
+            name,
+            v,
+            lua: lua.clone(),
+        }
     }
 
     /// How many arguments were passed (trailing nils included).
@@ -87,11 +94,16 @@ impl Args {
         self.handle_of(i, "uv_stream_t", Kind::is_stream)
     }
 
+    /// An integer; as Lua's C API does, a float with an integral value and a numeric string count.
     pub fn int(&self, i: usize) -> LuaResult<i64> {
         match self.get(i) {
             LuaValue::Integer(n) => Ok(*n),
             LuaValue::Number(f) if f.fract() == 0.0 && f.is_finite() => Ok(*f as i64),
             LuaValue::Number(_) => Err(self.invalid(i, "number has no integer representation")),
+            v @ LuaValue::String(_) => match self.lua.coerce_integer(v.clone()) {
+                Ok(Some(n)) => Ok(n),
+                _ => Err(self.bad(i, "number")),
+            },
             _ => Err(self.bad(i, "number")),
         }
     }
@@ -117,10 +129,47 @@ impl Args {
         }
     }
 
+    /// A string; as Lua's C API does, a number counts as its string form.
     pub fn string(&self, i: usize) -> LuaResult<LuaString> {
         match self.get(i) {
             LuaValue::String(s) => Ok(s.clone()),
+            v @ (LuaValue::Integer(_) | LuaValue::Number(_)) => {
+                match self.lua.coerce_string(v.clone()) {
+                    Ok(Some(s)) => Ok(s),
+                    _ => Err(self.bad(i, "string")),
+                }
+            }
             _ => Err(self.bad(i, "string")),
+        }
+    }
+
+    /// One value checked as if it were this function's only argument.
+    pub fn sub(&self, v: LuaValue) -> Args {
+        Args::new(&self.lua, self.name, LuaMultiValue::from_vec(vec![v]))
+    }
+
+    /// A number's string form, as Lua's C API makes it.
+    pub fn lua_string(&self, v: LuaValue) -> LuaResult<LuaString> {
+        self.lua
+            .coerce_string(v)?
+            .ok_or_else(|| misuse(format!("{}: cannot convert to a string", self.name)))
+    }
+
+    /// A function, or (as luv allows) a table whose metatable has `__call`, wrapped in one.
+    fn callable(&self, v: &LuaValue) -> Option<LuaFunction> {
+        match v {
+            LuaValue::Function(f) => Some(f.clone()),
+            LuaValue::Table(t) => {
+                let mt = t.metatable()?;
+                if mt.raw_get::<LuaValue>("__call").ok()?.is_nil() {
+                    return None;
+                }
+                let t = t.clone();
+                self.lua
+                    .create_function(move |_, args: LuaMultiValue| t.call::<LuaMultiValue>(args))
+                    .ok()
+            }
+            _ => None,
         }
     }
 
@@ -137,17 +186,17 @@ impl Args {
     }
 
     pub fn func(&self, i: usize) -> LuaResult<LuaFunction> {
-        match self.get(i) {
-            LuaValue::Function(f) => Ok(f.clone()),
-            _ => Err(self.bad(i, "function")),
-        }
+        self.callable(self.get(i))
+            .ok_or_else(|| self.bad(i, "function"))
     }
 
     pub fn opt_func(&self, i: usize) -> LuaResult<Option<LuaFunction>> {
         match self.get(i) {
             LuaValue::Nil => Ok(None),
-            LuaValue::Function(f) => Ok(Some(f.clone())),
-            _ => Err(self.bad(i, "function or nil")),
+            v => self
+                .callable(v)
+                .map(Some)
+                .ok_or_else(|| self.bad(i, "function or nil")),
         }
     }
 

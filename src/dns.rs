@@ -252,7 +252,7 @@ fn parse_query(a: &Args) -> LuaResult<Query> {
     match hints.get::<LuaValue>("family")? {
         LuaValue::Nil => {}
         v => {
-            let sub = Args::new(a.name, LuaMultiValue::from_vec(vec![v]));
+            let sub = a.sub(v);
             q.family = match crate::tcp::family(&sub, 1)? {
                 Some(d) => libc::c_int::from(d),
                 None => libc::AF_UNSPEC,

@@ -94,8 +94,8 @@ impl Kind {
 /// its `__gc` frees the slot (and closes the OS resource if `close` was never called).
 #[repr(C)]
 pub struct RawHandle {
-    id: usize,
-    kind: Kind,
+    pub id: usize,
+    pub kind: Kind,
     /// The loop; never freed (see `lib.rs`), so it outlives every handle.
     core: *const Core,
 }
@@ -178,8 +178,8 @@ pub struct Slot {
     pub counted: bool,
     /// Requests in flight (writes, connects, shutdowns) whose callbacks are still due.
     pub reqs: u32,
-    /// A strong reference to the userdata while the handle must stay alive without Lua holding it:
-    /// active, with requests in flight, or closing.
+    /// A strong reference to the userdata from the first start (or request) until the close
+    /// callback has run: the handle stays alive without Lua holding it, as in luv.
     pub ud: Option<LuaAnyUserData>,
     pub close_cb: Option<LuaFunction>,
     pub data: Data,

@@ -10,6 +10,7 @@ mod dns;
 mod error;
 #[path = "loop.rs"]
 mod event_loop;
+mod fast;
 mod fs;
 mod handle;
 mod http_parser;
@@ -68,7 +69,7 @@ unsafe extern "C-unwind" fn trampoline(l: *mut ffi::lua_State) -> c_int {
 fn export(lua: &Lua, core: &Rc<Core>, name: &'static str, f: Fun) -> LuaResult<LuaFunction> {
     let c = core.clone();
     let inner = lua.create_function(move |lua, args: LuaMultiValue| {
-        let a = Args::new(name, args);
+        let a = Args::new(lua, name, args);
         match f(lua, &c, &a) {
             Ok(v) => Ok(v),
             Err(e) => Ok(LuaMultiValue::from_vec(vec![
@@ -325,6 +326,7 @@ fn handle_close_meta(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMulti
         return Ok(LuaMultiValue::new());
     }
     let only_handle = Args::new(
+        lua,
         "close",
         LuaMultiValue::from_vec(vec![LuaValue::UserData(ud.clone())]),
     );
@@ -397,6 +399,8 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
         st: RefCell::new(st),
         garbage: RefCell::new(Vec::new()),
         weak,
+        metatables: RefCell::new(Vec::new()),
+        write_req: std::cell::Cell::new(0),
     });
 
     // Handles point at the core without owning it; one reference is kept for good so it outlives
@@ -408,8 +412,10 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
         uv.raw_set(name, export(lua, &core, name, f)?)?;
     }
 
+    fast::install(lua, &core, &uv)?;
     for &kind in KINDS {
         let mt = handle_metatable(lua, &core, &uv, kind)?;
+        core.metatables.borrow_mut().push(mt.to_pointer() as usize);
         lua.set_named_registry_value(&handle::metatable_key(kind), mt)?;
     }
     let codec_methods =
@@ -455,6 +461,14 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
     ] {
         reqs.raw_set(kind, lua.create_any_userdata(Req(kind))?)?;
     }
+    let write_req: LuaValue = reqs.raw_get("write")?;
+    // SAFETY: luaL_ref pops the value exec_raw pushed and leaves the reference number.
+    let r: i64 = unsafe {
+        lua.exec_raw(write_req, |l| {
+            ffi::lua_pushinteger(l, ffi::luaL_ref(l, ffi::LUA_REGISTRYINDEX) as _)
+        })?
+    };
+    core.write_req.set(r as i32);
     lua.set_named_registry_value("luvrs.reqs", reqs)?;
 
     uv.raw_set("luvrs_version", env!("CARGO_PKG_VERSION"))?;

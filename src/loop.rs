@@ -28,6 +28,10 @@ pub struct Core {
     /// Slot number → userdata, with weak values: lets `walk` reach handles Lua still holds
     /// without keeping them alive.
     pub weak: LuaTable,
+    /// Addresses of the handle metatables, for the fast paths' type check.
+    pub metatables: RefCell<Vec<usize>>,
+    /// Registry reference of the shared write request object.
+    pub write_req: std::cell::Cell<i32>,
 }
 
 impl Core {
@@ -161,7 +165,9 @@ impl State {
                 self.alive_handles -= 1;
             }
         }
-        if !(slot.active || slot.reqs > 0 || (slot.closing && !slot.closed)) {
+        // As in luv, a handle once started keeps itself alive until it is closed; only a handle
+        // never started can be collected while open.
+        if slot.closed {
             slot.ud = None;
         }
     }

@@ -74,6 +74,8 @@ pub struct Stream {
     pub shutdown_req: Option<Option<LuaFunction>>,
     /// An error from `bind` that libuv reports from `listen`/`connect` (EADDRINUSE).
     pub delayed_error: Option<Errno>,
+    /// TCP options set before the socket existed, applied when it is created (as libuv does).
+    pub tcp_opts: Vec<crate::tcp::TcpOpt>,
     /// The descriptor is not a socket (a pipe from `pipe()`, a TTY, stdin): plain read/writev.
     pub not_sock: bool,
     /// A pipe created with `new_pipe(true)`: reads and writes carry descriptors (SCM_RIGHTS).
@@ -133,7 +135,12 @@ pub fn adopt(st: &mut State, id: usize, sock: Socket) -> io::Result<()> {
         Token(id),
         Interest::READABLE | Interest::WRITABLE,
     )?;
-    st.slots[id].stream().sock = Some(sock);
+    let s = st.slots[id].stream();
+    for opt in s.tcp_opts.drain(..) {
+        // Best effort, as in libuv: an option the new socket refuses does not fail its creation.
+        let _ = opt.apply(&sock);
+    }
+    s.sock = Some(sock);
     Ok(())
 }
 
@@ -268,12 +275,16 @@ pub fn read_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
 fn write_bufs(a: &Args, i: usize) -> LuaResult<Vec<LuaString>> {
     match a.get(i) {
         LuaValue::String(s) => Ok(vec![s.clone()]),
+        LuaValue::Integer(_) | LuaValue::Number(_) => Ok(vec![a.string(i)?]),
         LuaValue::Table(t) => {
             let n = t.raw_len();
             let mut v = Vec::with_capacity(n);
             for j in 1..=n {
                 match t.raw_get::<LuaValue>(j)? {
                     LuaValue::String(s) => v.push(s),
+                    n @ (LuaValue::Integer(_) | LuaValue::Number(_)) => {
+                        v.push(a.lua_string(n)?);
+                    }
                     _ => {
                         return Err(a.invalid(
                             i,

@@ -256,18 +256,39 @@ pub fn connect_result(s: &mut Stream) -> Option<Errno> {
     }
 }
 
-fn with_sock(
-    lua: &Lua,
-    core: &Rc<Core>,
-    a: &Args,
-    f: impl FnOnce(&Socket) -> std::io::Result<()>,
-) -> LuaResult<LuaMultiValue> {
+/// A TCP option, applied now or, on a handle without a socket yet, when the socket is created.
+#[derive(Clone, Copy, Debug)]
+pub enum TcpOpt {
+    NoDelay(bool),
+    KeepAlive(bool, u64),
+}
+
+impl TcpOpt {
+    pub fn apply(self, s: &Socket) -> std::io::Result<()> {
+        match self {
+            TcpOpt::NoDelay(on) => s.set_nodelay(on),
+            TcpOpt::KeepAlive(on, delay) => {
+                s.set_keepalive(on)?;
+                if on && delay > 0 {
+                    let ka = socket2::TcpKeepalive::new()
+                        .with_time(std::time::Duration::from_secs(delay));
+                    s.set_tcp_keepalive(&ka)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn set_opt(lua: &Lua, core: &Rc<Core>, a: &Args, opt: TcpOpt) -> LuaResult<LuaMultiValue> {
     let (_, h) = a.handle(1, Kind::Tcp)?;
     let st = &mut *core.st()?;
-    let Some(sock) = &st.slots[h.id].stream().sock else {
-        return fail(lua, libc::EBADF);
+    let s = st.slots[h.id].stream();
+    let Some(sock) = &s.sock else {
+        s.tcp_opts.push(opt);
+        return ok0(lua);
     };
-    match f(sock) {
+    match opt.apply(sock) {
         Ok(()) => ok0(lua),
         Err(e) => fail(lua, errno_of(&e)),
     }
@@ -275,21 +296,13 @@ fn with_sock(
 
 pub fn tcp_nodelay(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let on = a.boolean(2)?;
-    with_sock(lua, core, a, |s| s.set_nodelay(on))
+    set_opt(lua, core, a, TcpOpt::NoDelay(on))
 }
 
 pub fn tcp_keepalive(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let on = a.boolean(2)?;
     let delay = if on { a.uint(3)? } else { 0 };
-    with_sock(lua, core, a, |s| {
-        s.set_keepalive(on)?;
-        if on && delay > 0 {
-            s.set_tcp_keepalive(
-                &socket2::TcpKeepalive::new().with_time(std::time::Duration::from_secs(delay)),
-            )?;
-        }
-        Ok(())
-    })
+    set_opt(lua, core, a, TcpOpt::KeepAlive(on, delay))
 }
 
 pub fn tcp_simultaneous_accepts(lua: &Lua, _core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {

@@ -20,7 +20,7 @@ pub fn unschedule(st: &mut State, id: usize) {
     }
 }
 
-fn schedule(st: &mut State, id: usize, timeout: u64) {
+pub fn schedule(st: &mut State, id: usize, timeout: u64) {
     unschedule(st, id);
     st.seq += 1;
     let key = (st.now_ms.saturating_add(timeout), st.seq);

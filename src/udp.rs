@@ -88,7 +88,7 @@ pub fn new_udp(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue>
     let fam = match a.get(1) {
         LuaValue::Table(t) => {
             let f: LuaValue = t.get("family")?;
-            let sub = Args::new(a.name, LuaMultiValue::from_vec(vec![f]));
+            let sub = a.sub(f);
             family(&sub, 1)?
         }
         _ => family(a, 1)?,

@@ -1,0 +1,321 @@
+//! Fast paths for the calls a busy program makes most (clock reads, state queries, timer
+//! restarts, writes). Each is a plain C function that handles the common, valid case directly on
+//! the Lua stack; anything else (a wrong argument, an error, a partial write, a new callback) goes
+//! to the full implementation, so results and errors are exactly those of the slow path.
+
+use crate::event_loop::Core;
+use crate::handle::{HandleRef, Kind, RawHandle};
+use mlua::ffi;
+use mlua::prelude::*;
+use std::io::IoSlice;
+use std::os::fd::AsRawFd;
+use std::os::raw::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// What a fast path returns when it handled the call.
+enum Out {
+    Int(i64),
+    Bool(bool),
+    /// The shared write request object.
+    WriteReq,
+    /// Part of a write was taken by the kernel: queue this rest through the full implementation.
+    WriteRest(Vec<u8>),
+}
+
+/// The loop, from upvalue 1.
+unsafe fn core_of<'a>(l: *mut ffi::lua_State) -> &'a Core {
+    // SAFETY: upvalue 1 of every fast path is the never-freed core.
+    unsafe { &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const Core) }
+}
+
+/// Calls the full implementation (upvalue 2) with this call's arguments.
+unsafe fn fallback(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: upvalue 2 is the exported function; the arguments are on the stack.
+    unsafe {
+        let n = ffi::lua_gettop(l);
+        ffi::lua_pushvalue(l, ffi::lua_upvalueindex(2));
+        ffi::lua_insert(l, 1);
+        ffi::lua_call(l, n, ffi::LUA_MULTRET);
+        ffi::lua_gettop(l)
+    }
+}
+
+/// The handle at stack index `idx`, if it is a luvrs handle (checked by its metatable).
+unsafe fn handle_at(l: *mut ffi::lua_State, idx: c_int, core: &Core) -> Option<HandleRef> {
+    // SAFETY: read-only stack queries; the metatable pushed is popped again.
+    unsafe {
+        if ffi::lua_type(l, idx) != ffi::LUA_TUSERDATA || ffi::lua_getmetatable(l, idx) == 0 {
+            return None;
+        }
+        let mt = ffi::lua_topointer(l, -1) as usize;
+        ffi::lua_settop(l, -2);
+        if !core.metatables.borrow().contains(&mt) {
+            return None;
+        }
+        let p = ffi::lua_touserdata(l, idx) as *const RawHandle;
+        Some(HandleRef {
+            id: (*p).id,
+            kind: (*p).kind,
+        })
+    }
+}
+
+unsafe fn int_at(l: *mut ffi::lua_State, idx: c_int) -> Option<i64> {
+    let mut ok = 0;
+    // SAFETY: lua_tointegerx never raises.
+    let v = unsafe { ffi::lua_tointegerx(l, idx, &mut ok) };
+    (ok != 0).then_some(v)
+}
+
+/// The strings to write at `idx`: one string or an array of strings (anything else: None).
+unsafe fn bufs_at<'a>(l: *mut ffi::lua_State, idx: c_int) -> Option<Vec<&'a [u8]>> {
+    // SAFETY: the strings stay on the stack (or in the table argument) for the whole call.
+    unsafe {
+        let slice = |i: c_int| {
+            let mut len = 0;
+            let p = ffi::lua_tolstring(l, i, &mut len);
+            std::slice::from_raw_parts(p as *const u8, len)
+        };
+        match ffi::lua_type(l, idx) {
+            ffi::LUA_TSTRING => Some(vec![slice(idx)]),
+            ffi::LUA_TTABLE => {
+                let n = ffi::lua_rawlen(l, idx);
+                if n > 64 {
+                    return None;
+                }
+                let mut v = Vec::with_capacity(n);
+                for i in 1..=n {
+                    if ffi::lua_rawgeti(l, idx, i as ffi::lua_Integer) != ffi::LUA_TSTRING {
+                        ffi::lua_settop(l, -2); // the stack goes to the full implementation as it came
+                        return None;
+                    }
+                    // The table keeps the string alive; the stack copy can go.
+                    v.push(slice(-1));
+                    ffi::lua_settop(l, -2);
+                }
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Runs a fast path: its answer, or the full implementation when it declined.
+unsafe fn run(l: *mut ffi::lua_State, f: impl FnOnce(&Core) -> Option<Out>) -> c_int {
+    // SAFETY: see core_of / fallback; values are pushed only after every Rust guard is gone, and
+    // the one owned buffer is kept from dropping across Lua calls that could raise.
+    unsafe {
+        let core = core_of(l);
+        let out = catch_unwind(AssertUnwindSafe(|| f(core))).ok().flatten();
+        match out {
+            None => fallback(l),
+            Some(Out::Int(n)) => {
+                ffi::lua_pushinteger(l, n);
+                1
+            }
+            Some(Out::Bool(b)) => {
+                ffi::lua_pushboolean(l, b as c_int);
+                1
+            }
+            Some(Out::WriteReq) => {
+                ffi::lua_rawgeti(
+                    l,
+                    ffi::LUA_REGISTRYINDEX,
+                    core.write_req.get() as ffi::lua_Integer,
+                );
+                1
+            }
+            Some(Out::WriteRest(rest)) => {
+                let rest = std::mem::ManuallyDrop::new(rest);
+                ffi::lua_pushlstring(l, rest.as_ptr().cast(), rest.len());
+                drop(std::mem::ManuallyDrop::into_inner(rest));
+                ffi::lua_replace(l, 2);
+                fallback(l)
+            }
+        }
+    }
+}
+
+unsafe extern "C-unwind" fn now(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: a fast path (see run).
+    unsafe {
+        run(l, |core| {
+            Some(Out::Int(core.st.try_borrow().ok()?.now_ms as i64))
+        })
+    }
+}
+
+unsafe extern "C-unwind" fn hrtime(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: a fast path (see run).
+    unsafe {
+        run(l, |core| {
+            Some(Out::Int(core.st.try_borrow().ok()?.hrtime() as i64))
+        })
+    }
+}
+
+unsafe extern "C-unwind" fn is_active(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: a fast path (see run).
+    unsafe {
+        run(l, |core| {
+            let h = handle_at(l, 1, core)?;
+            Some(Out::Bool(
+                core.st.try_borrow().ok()?.slots.get(h.id)?.active,
+            ))
+        })
+    }
+}
+
+unsafe extern "C-unwind" fn is_closing(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: a fast path (see run).
+    unsafe {
+        run(l, |core| {
+            let h = handle_at(l, 1, core)?;
+            Some(Out::Bool(
+                core.st.try_borrow().ok()?.slots.get(h.id)?.closing,
+            ))
+        })
+    }
+}
+
+unsafe extern "C-unwind" fn write_queue_size(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: a fast path (see run).
+    unsafe {
+        run(l, |core| {
+            let h = handle_at(l, 1, core).filter(|h| h.kind.is_stream())?;
+            let mut st = core.st.try_borrow_mut().ok()?;
+            Some(Out::Int(st.slots.get_mut(h.id)?.stream().wq_bytes as i64))
+        })
+    }
+}
+
+unsafe extern "C-unwind" fn timer_stop(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: a fast path (see run).
+    unsafe {
+        run(l, |core| {
+            let h = handle_at(l, 1, core).filter(|h| h.kind == Kind::Timer)?;
+            let mut st = core.st.try_borrow_mut().ok()?;
+            if st.slots.get(h.id)?.closing {
+                return None;
+            }
+            crate::timer::unschedule(&mut st, h.id);
+            st.slots[h.id].active = false;
+            st.sync(h.id);
+            Some(Out::Int(0))
+        })
+    }
+}
+
+/// A restart with the callback the timer already has (a per-request timeout, typically).
+unsafe extern "C-unwind" fn timer_start(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: a fast path (see run).
+    unsafe {
+        run(l, |core| {
+            let h = handle_at(l, 1, core).filter(|h| h.kind == Kind::Timer)?;
+            let timeout = u64::try_from(int_at(l, 2)?).ok()?;
+            let repeat = u64::try_from(int_at(l, 3)?).ok()?;
+            if ffi::lua_type(l, 4) != ffi::LUA_TFUNCTION {
+                return None;
+            }
+            let f = ffi::lua_topointer(l, 4);
+            let mut st = core.st.try_borrow_mut().ok()?;
+            let slot = st.slots.get_mut(h.id)?;
+            if slot.closing || slot.ud.is_none() || slot.timer().cb.as_ref()?.to_pointer() != f {
+                return None;
+            }
+            slot.timer().repeat = repeat;
+            crate::timer::schedule(&mut st, h.id, timeout);
+            st.slots[h.id].active = true;
+            st.sync(h.id);
+            Some(Out::Int(0))
+        })
+    }
+}
+
+unsafe fn write_impl(l: *mut ffi::lua_State, try_only: bool) -> c_int {
+    // SAFETY: a fast path (see run).
+    unsafe {
+        run(l, |core| {
+            let h = handle_at(l, 1, core).filter(|h| h.kind.is_stream())?;
+            if !try_only && ffi::lua_type(l, 3) > ffi::LUA_TNIL {
+                return None; // a callback: the full implementation keeps it
+            }
+            let bufs = bufs_at(l, 2)?;
+            let total: usize = bufs.iter().map(|b| b.len()).sum();
+            let mut st = core.st.try_borrow_mut().ok()?;
+            let slot = st.slots.get_mut(h.id)?;
+            if slot.closing || total == 0 {
+                return None;
+            }
+            let s = slot.stream();
+            if !s.writable || !s.wq.is_empty() {
+                return None;
+            }
+            let sock = s.sock.as_ref()?;
+            let slices: Vec<IoSlice> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+            let n = if s.not_sock {
+                let iov = slices.as_ptr().cast::<libc::iovec>();
+                let r = libc::writev(sock.as_raw_fd(), iov, slices.len() as c_int);
+                usize::try_from(r).ok()?
+            } else {
+                sock.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL)
+                    .ok()?
+            };
+            if try_only {
+                return Some(Out::Int(n as i64));
+            }
+            if n == total {
+                return Some(Out::WriteReq);
+            }
+            s.wr_ready = false;
+            let mut rest = Vec::with_capacity(total - n);
+            let mut skip = n;
+            for b in bufs {
+                if skip >= b.len() {
+                    skip -= b.len();
+                } else {
+                    rest.extend_from_slice(&b[skip..]);
+                    skip = 0;
+                }
+            }
+            Some(Out::WriteRest(rest))
+        })
+    }
+}
+
+unsafe extern "C-unwind" fn write(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: a fast path (see write_impl).
+    unsafe { write_impl(l, false) }
+}
+
+unsafe extern "C-unwind" fn try_write(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: a fast path (see write_impl).
+    unsafe { write_impl(l, true) }
+}
+
+/// Module functions with a fast path.
+const FAST: &[(&str, ffi::lua_CFunction)] = &[
+    ("now", now),
+    ("hrtime", hrtime),
+    ("is_active", is_active),
+    ("is_closing", is_closing),
+    ("stream_get_write_queue_size", write_queue_size),
+    ("tcp_write_queue_size", write_queue_size),
+    ("timer_start", timer_start),
+    ("timer_stop", timer_stop),
+    ("write", write),
+    ("try_write", try_write),
+];
+
+/// Puts the fast paths in the module table, each over the full implementation it replaces.
+pub fn install(lua: &Lua, core: &Core, uv: &LuaTable) -> LuaResult<()> {
+    for &(name, f) in FAST {
+        let full: LuaFunction = uv.raw_get(name)?;
+        let core_ptr = LuaLightUserData(core as *const Core as *mut std::ffi::c_void);
+        // SAFETY: pushes a C closure over (core, full implementation) left on the stack by exec_raw.
+        let fast: LuaFunction =
+            unsafe { lua.exec_raw((core_ptr, full), |l| ffi::lua_pushcclosure(l, f, 2))? };
+        uv.raw_set(name, fast)?;
+    }
+    Ok(())
+}
