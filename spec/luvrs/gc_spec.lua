@@ -126,6 +126,39 @@ describe("gc", function()
       H.run()
     end)
 
+    it("collections that run inside callbacks, while handles come and go, keep the loop sound", function()
+      local fds0 = fd_count()
+      local ticks = 0
+      local t = uv.new_timer()
+      local idle = uv.new_idle()
+      local kept = {}
+      idle:start(function()
+        for _ = 1, 20 do uv.new_tcp("inet") end -- dropped at once: collectable
+        collectgarbage("step", 64)
+      end)
+      t:start(1, 1, function()
+        ticks = ticks + 1
+        local k = uv.new_timer()
+        k:start(1, 0, function() k:close() end) -- started: must survive every collection
+        kept[#kept + 1] = k
+        full_gc()
+        if ticks == 100 then
+          t:stop()
+          idle:stop()
+        end
+      end)
+      H.run(10000)
+      t:close()
+      idle:close()
+      H.run()
+      full_gc()
+      uv.run("nowait")
+      full_gc()
+      assert.equal(100, ticks)
+      for _, k in ipairs(kept) do assert.is_true(k:is_closing()) end
+      assert.equal(fds0, fd_count())
+    end)
+
     it(CYCLES .. " dropped never-started tcp handles leave the fd count, heap and RSS flat", function()
       full_gc()
       for _ = 1, 1000 do uv.new_tcp("inet") end

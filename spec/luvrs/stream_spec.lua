@@ -542,6 +542,33 @@ describe("stream", function()
     end)
   end)
 
+  describe("close inside a write callback", function()
+    it("the later queued writes are cancelled; the earlier ones completed", function()
+      local a, b = connected_pair()
+      fill(a)
+      local log = {}
+      b:read_start(function() end) -- drain so the first queued write can complete
+      a:write("first", function(err)
+        log[#log + 1] = "first " .. tostring(err)
+        a:close(function() log[#log + 1] = "closed" end)
+      end)
+      for i = 2, 4 do
+        a:write("later", function(err) log[#log + 1] = i .. " " .. tostring(err) end)
+      end
+      H.run_until(function() return log[#log] == "closed" end, 10000)
+      -- writes complete in order: the first one cannot finish before the fill data; whatever
+      -- finished after it was queued behind it, so only cancellations can follow the close
+      assert.equal("first nil", log[1])
+      for i = 2, #log - 1 do
+        assert.matches("^%d (%S+)$", log[i])
+        local status = log[i]:match("^%d (%S+)$")
+        assert.is_true(status == "nil" or status == "ECANCELED", log[i])
+      end
+      assert.equal(5, #log)
+      close_all(b)
+    end)
+  end)
+
   describe("shutdown", function()
     it("returns a request; the callback gets one nil argument after queued writes are flushed", function()
       local a, b = connected_pair()
