@@ -12,7 +12,7 @@ assert(server:listen(1024, function(err)
   assert(not err, err)
   local c = uv.new_tcp()
   server:accept(c)
-  c:read_start(function(rerr, data)
+  c:read_start(function(_, data)
     if data then c:write(data) else c:close() end
   end)
 end))
@@ -27,7 +27,7 @@ for i = 1, conns do
   c:connect("127.0.0.1", port, function(err)
     assert(not err, err)
     c:nodelay(true)
-    c:read_start(function(rerr, data)
+    c:read_start(function(_, data)
       if not data then return end
       got = got + #data
       if got >= #msg then

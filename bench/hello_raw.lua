@@ -11,7 +11,7 @@ assert(server:listen(1024, function(err)
   local c = uv.new_tcp()
   server:accept(c)
   local buf = ""
-  c:read_start(function(rerr, data)
+  c:read_start(function(_, data)
     if not data then c:close() return end
     buf = buf .. data
     local out = {}
