@@ -242,8 +242,22 @@ pub fn create(lua: &Lua, core: &Rc<Core>, kind: Kind, data: Data) -> LuaResult<L
             .insert(ud.to_pointer() as usize, HandleRef { id, kind })
     });
     core.weak.raw_set(id, &ud)?;
+    // Lua's collector paces itself by the memory it sees, and each handle also owns loop-side
+    // state it cannot see. Tell it: a step per batch of handles, as if that memory were allocated,
+    // so dropped handles do not pile up between collections.
+    let n = core.created.get().wrapping_add(1);
+    core.created.set(n);
+    if n.is_multiple_of(HANDLES_PER_GC_STEP) {
+        let bytes = HANDLES_PER_GC_STEP as usize * (std::mem::size_of::<Slot>() + LOOP_SIDE_EXTRA);
+        lua.gc_step_kbytes((bytes / 1024).max(1) as i32)?;
+    }
     Ok(ud)
 }
+
+/// Handles created between two collector steps.
+const HANDLES_PER_GC_STEP: u32 = 16;
+/// Loop-side memory of a handle beyond its slot (a stream's box, table entries), roughly.
+const LOOP_SIDE_EXTRA: usize = 256;
 
 fn ok0() -> LuaResult<LuaMultiValue> {
     Ok(LuaMultiValue::from_vec(vec![LuaValue::Integer(0)]))

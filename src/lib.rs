@@ -401,6 +401,7 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
         weak,
         metatables: RefCell::new(Vec::new()),
         write_req: std::cell::Cell::new(0),
+        created: std::cell::Cell::new(0),
     });
 
     // Handles point at the core without owning it; one reference is kept for good so it outlives

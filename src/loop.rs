@@ -32,6 +32,8 @@ pub struct Core {
     pub metatables: RefCell<Vec<usize>>,
     /// Registry reference of the shared write request object.
     pub write_req: std::cell::Cell<i32>,
+    /// Handles created so far (paces the collector steps in `handle::create`).
+    pub created: std::cell::Cell<u32>,
 }
 
 impl Core {
