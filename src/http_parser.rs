@@ -164,12 +164,9 @@ pub fn parse(b: &[u8], max_head: usize, max_headers: usize) -> Parsed {
         while i < h.len() && is_value(h[i]) {
             i += 1;
         }
+        // The line starts with a name here, so it cannot be a folded one.
         if !h[i..].starts_with(b"\r\n") {
-            return if h[pos] == b' ' || h[pos] == b'\t' {
-                Parsed::Reject(400, "Obsolete line folding in header")
-            } else {
-                Parsed::Reject(400, "Invalid header line")
-            };
+            return Parsed::Reject(400, "Invalid header line");
         }
         let mut v1 = i;
         while v1 > v0 && (h[v1 - 1] == b' ' || h[v1 - 1] == b'\t') {

@@ -271,6 +271,23 @@ pub fn read_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
     ok0(lua)
 }
 
+/// A stream that can be written to now, or the error luv reports: EBADF when closing or without
+/// a descriptor, EPIPE after a shutdown or a read error.
+fn writable(st: &mut State, id: usize) -> Result<&mut Stream, Errno> {
+    let slot = &mut st.slots[id];
+    if slot.closing {
+        return Err(libc::EBADF);
+    }
+    let s = slot.stream();
+    if s.sock.is_none() {
+        return Err(libc::EBADF);
+    }
+    if !s.writable {
+        return Err(libc::EPIPE);
+    }
+    Ok(s)
+}
+
 /// The strings of a write: one string, or an array of strings.
 fn write_bufs(a: &Args, i: usize) -> LuaResult<Vec<LuaString>> {
     match a.get(i) {
@@ -473,16 +490,13 @@ fn write_impl(
     let (ud, h) = a.stream(1)?;
     let bufs = write_bufs(a, 2)?;
     let mut st = core.st()?;
-    if st.slots[h.id].closing {
-        return fail(lua, libc::EBADF);
-    }
-    let s = st.slots[h.id].stream();
+    let s = match writable(&mut st, h.id) {
+        Ok(s) => s,
+        Err(e) => return fail(lua, e),
+    };
     let Some(sock) = &s.sock else {
         return fail(lua, libc::EBADF);
     };
-    if !s.writable {
-        return fail(lua, libc::EPIPE);
-    }
     let total: usize = bufs.iter().map(|b| b.as_bytes().len()).sum();
     let (mut idx, mut off, mut err) = (0, 0, None);
     let mut done = total == 0 && send_fd.is_none();
@@ -544,16 +558,13 @@ pub fn try_write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
     let (_, h) = a.stream(1)?;
     let bufs = write_bufs(a, 2)?;
     let mut st = core.st()?;
-    if st.slots[h.id].closing {
-        return fail(lua, libc::EBADF);
-    }
-    let s = st.slots[h.id].stream();
+    let s = match writable(&mut st, h.id) {
+        Ok(s) => s,
+        Err(e) => return fail(lua, e),
+    };
     let Some(sock) = &s.sock else {
         return fail(lua, libc::EBADF);
     };
-    if !s.writable {
-        return fail(lua, libc::EPIPE);
-    }
     if !s.wq.is_empty() {
         return fail(lua, libc::EAGAIN);
     }
@@ -718,16 +729,10 @@ pub fn sendfile(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
         length.min((size - offset).max(0))
     } as usize;
     let mut st = core.st()?;
-    if st.slots[h.id].closing {
-        return fail(lua, libc::EBADF);
-    }
-    let s = st.slots[h.id].stream();
-    if s.sock.is_none() {
-        return fail(lua, libc::EBADF);
-    }
-    if !s.writable {
-        return fail(lua, libc::EPIPE);
-    }
+    let s = match writable(&mut st, h.id) {
+        Ok(s) => s,
+        Err(e) => return fail(lua, e),
+    };
     s.wq_bytes += left;
     s.wq.push_back(WriteReq {
         bufs: Vec::new(),
