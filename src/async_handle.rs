@@ -2,6 +2,7 @@
 //! before it runs coalesce into one call (with the last send's values), as in libuv.
 
 use crate::args::Args;
+use crate::error::ok0;
 use crate::event_loop::{call, Core, State};
 use crate::handle::{create, id_of, Data, Kind};
 use mlua::prelude::*;
@@ -67,7 +68,7 @@ pub fn async_send(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVal
     if first {
         st.asyncs.push(h.id);
     }
-    0.into_lua_multi(lua)
+    ok0(lua)
 }
 
 /// Runs the callbacks of the handles that were sent to, in send order.

@@ -2,7 +2,7 @@
 //! thread and the loop keeps running: the thread posts its result and wakes the poller.
 
 use crate::args::Args;
-use crate::error::{describe, fail_with};
+use crate::error::{describe, fail_with, ok0};
 use crate::event_loop::{call, Core, State, DNS_TOKEN};
 use mlua::prelude::*;
 use std::collections::HashMap;
@@ -337,7 +337,7 @@ fn submit(
     if kind == "random" {
         return Ok(LuaMultiValue::new());
     }
-    crate::stream::req_object(lua, kind)?.into_lua_multi(lua)
+    crate::stream::req_object(core, kind)?.into_lua_multi(lua)
 }
 
 /// Delivers finished lookups to their callbacks.
@@ -384,7 +384,7 @@ pub fn submit_random(
             }
         },
     )?;
-    0.into_lua_multi(lua)
+    ok0(lua)
 }
 
 pub fn getaddrinfo(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {

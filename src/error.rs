@@ -91,6 +91,11 @@ pub fn errno_of(e: &io::Error) -> Errno {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
+/// luv's success value for operations: `0` (the other half of `fail`).
+pub fn ok0(lua: &Lua) -> LuaResult<LuaMultiValue> {
+    0.into_lua_multi(lua)
+}
+
 /// The failure triple `nil, "ECODE: message", "ECODE"`.
 pub fn fail(lua: &Lua, code: Errno) -> LuaResult<LuaMultiValue> {
     let (n, msg) = describe(code);

@@ -2,7 +2,7 @@
 //! (`close`, `is_active`, `ref`, `walk`, ...).
 
 use crate::args::Args;
-use crate::error::{fail, misuse};
+use crate::error::{fail, misuse, ok0};
 use crate::event_loop::{Core, State};
 use crate::stream::Stream;
 use crate::timer::Timer;
@@ -259,10 +259,6 @@ const HANDLES_PER_GC_STEP: u32 = 16;
 /// Loop-side memory of a handle beyond its slot (a stream's box, table entries), roughly.
 const LOOP_SIDE_EXTRA: usize = 256;
 
-fn ok0() -> LuaResult<LuaMultiValue> {
-    Ok(LuaMultiValue::from_vec(vec![LuaValue::Integer(0)]))
-}
-
 fn one(v: impl IntoLua, lua: &Lua) -> LuaResult<LuaMultiValue> {
     Ok(LuaMultiValue::from_vec(vec![v.into_lua(lua)?]))
 }
@@ -401,7 +397,7 @@ fn buffer_size(lua: &Lua, core: &Rc<Core>, a: &Args, opt: libc::c_int) -> LuaRes
                 crate::error::errno_of(&std::io::Error::last_os_error()),
             );
         }
-        ok0()
+        ok0(lua)
     }
 }
 
@@ -416,8 +412,7 @@ pub fn recv_buffer_size(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMu
 pub fn walk(_lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let cb = a.func(1)?;
     let ids: Vec<usize> = {
-        let mut st = core.st()?;
-        st.collect_garbage(&core.garbage);
+        let st = core.st()?;
         let mut v: Vec<(u64, usize)> = st
             .slots
             .iter()

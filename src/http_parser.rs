@@ -260,42 +260,76 @@ mod tests {
 
     #[test]
     fn rejects_like_the_lua_parser() {
-        assert_eq!(
-            parse(b"GET / HTTP/2.0\r\n\r\n", 100, 10),
-            Parsed::Reject(505, "Unsupported HTTP version")
-        );
-        assert_eq!(
-            parse(b"GET / HTTP/1.10\r\n\r\n", 100, 10),
-            Parsed::Reject(505, "Unsupported HTTP version")
-        );
-        assert_eq!(
-            parse(b"GET  / HTTP/1.1\r\n\r\n", 100, 10),
-            Parsed::Reject(400, "Invalid request line")
-        );
-        assert_eq!(
-            parse(b"GET / HTTP/1.1\r\n x\r\n\r\n", 100, 10),
-            Parsed::Reject(400, "Obsolete line folding in header")
-        );
-        assert_eq!(
-            parse(b"GET / HTTP/1.1\r\nA: b\r\nC: d\r\n\r\n", 100, 1),
-            Parsed::Reject(431, "Too many headers")
-        );
-        assert_eq!(
-            parse(b"GET / HTTP/1.1\nHost", 100, 10),
-            Parsed::Reject(400, "Invalid line ending in request head")
-        );
-        assert_eq!(
-            parse(b"GET / HTTP/1.1\r\nHo\x01", 100, 10),
-            Parsed::Reject(400, "Invalid character in request head")
-        );
-        assert_eq!(
-            parse(b"GET /aaaaaaaaaa", 8, 10),
-            Parsed::Reject(414, "Request line too long")
-        );
-        assert_eq!(
-            parse(b"GET / HTTP/1.1\r\nA: bbbbbbbb", 20, 10),
-            Parsed::Reject(431, "Request head too large")
-        );
-        assert_eq!(parse(b"GET / HTTP/1.1\r\n", 100, 10), Parsed::Incomplete);
+        let cases: &[(&[u8], usize, usize, Parsed)] = &[
+            (
+                b"GET / HTTP/2.0\r\n\r\n",
+                100,
+                10,
+                Parsed::Reject(505, "Unsupported HTTP version"),
+            ),
+            (
+                b"GET / HTTP/1.10\r\n\r\n",
+                100,
+                10,
+                Parsed::Reject(505, "Unsupported HTTP version"),
+            ),
+            (
+                b"GET  / HTTP/1.1\r\n\r\n",
+                100,
+                10,
+                Parsed::Reject(400, "Invalid request line"),
+            ),
+            (
+                b"GET / HTTP/1.1\r\n x\r\n\r\n",
+                100,
+                10,
+                Parsed::Reject(400, "Obsolete line folding in header"),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nA: b\x01\r\n\r\n",
+                100,
+                10,
+                Parsed::Reject(400, "Invalid header line"),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nA: b\r\nC: d\r\n\r\n",
+                100,
+                1,
+                Parsed::Reject(431, "Too many headers"),
+            ),
+            (
+                b"GET / HTTP/1.1\nHost",
+                100,
+                10,
+                Parsed::Reject(400, "Invalid line ending in request head"),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHo\x01",
+                100,
+                10,
+                Parsed::Reject(400, "Invalid character in request head"),
+            ),
+            (
+                b"GET /aaaaaaaaaa",
+                8,
+                10,
+                Parsed::Reject(414, "Request line too long"),
+            ),
+            (
+                b"GET / HTTP/1.1\r\nA: bbbbbbbb",
+                20,
+                10,
+                Parsed::Reject(431, "Request head too large"),
+            ),
+            (b"GET / HTTP/1.1\r\n", 100, 10, Parsed::Incomplete),
+        ];
+        for (head, max_head, max_headers, want) in cases {
+            assert_eq!(
+                &parse(head, *max_head, *max_headers),
+                want,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
     }
 }

@@ -395,10 +395,27 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
     weak.set_metatable(Some(mt))?;
     let st =
         State::new().map_err(|e| error::misuse(format!("luvrs: cannot create the poller: {e}")))?;
+    lua.register_userdata_type::<Req>(|reg| {
+        reg.add_meta_method(LuaMetaMethod::ToString, |_, r, ()| {
+            Ok(format!("uv_{}_t: {:p}", r.0, r as *const Req))
+        });
+    })?;
+    let reqs = lua.create_table()?;
+    for kind in [
+        "write",
+        "connect",
+        "shutdown",
+        "udp_send",
+        "getaddrinfo",
+        "getnameinfo",
+    ] {
+        reqs.raw_set(kind, lua.create_any_userdata(Req(kind))?)?;
+    }
     let core = Rc::new(Core {
         st: RefCell::new(st),
         garbage: RefCell::new(Vec::new()),
         weak,
+        reqs,
         metatables: RefCell::new(Vec::new()),
         write_req: std::cell::Cell::new(0),
         created: std::cell::Cell::new(0),
@@ -446,23 +463,7 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
             Ok("luvrs_inflate")
         });
     })?;
-    lua.register_userdata_type::<Req>(|reg| {
-        reg.add_meta_method(LuaMetaMethod::ToString, |_, r, ()| {
-            Ok(format!("uv_{}_t: {:p}", r.0, r as *const Req))
-        });
-    })?;
-    let reqs = lua.create_table()?;
-    for kind in [
-        "write",
-        "connect",
-        "shutdown",
-        "udp_send",
-        "getaddrinfo",
-        "getnameinfo",
-    ] {
-        reqs.raw_set(kind, lua.create_any_userdata(Req(kind))?)?;
-    }
-    let write_req: LuaValue = reqs.raw_get("write")?;
+    let write_req: LuaValue = core.reqs.raw_get("write")?;
     // SAFETY: luaL_ref pops the value exec_raw pushed and leaves the reference number.
     let r: i64 = unsafe {
         lua.exec_raw(write_req, |l| {
@@ -470,7 +471,6 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
         })?
     };
     core.write_req.set(r as i32);
-    lua.set_named_registry_value("luvrs.reqs", reqs)?;
 
     uv.raw_set("luvrs_version", env!("CARGO_PKG_VERSION"))?;
     Ok(uv)

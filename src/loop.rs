@@ -28,6 +28,8 @@ pub struct Core {
     /// Slot number → userdata, with weak values: lets `walk` reach handles Lua still holds
     /// without keeping them alive.
     pub weak: LuaTable,
+    /// The request objects write/connect/shutdown/... return, by kind (see `stream::req_object`).
+    pub reqs: LuaTable,
     /// Addresses of the handle metatables, for the fast paths' type check.
     pub metatables: RefCell<Vec<usize>>,
     /// Registry reference of the shared write request object.
@@ -202,6 +204,15 @@ impl State {
         self.slots[id].reqs -= 1;
         self.alive_reqs -= 1;
         self.sync(id);
+    }
+
+    /// Makes an I/O handle active; readiness already seen (edge-triggered: no new event will come)
+    /// is handled in the next I/O phase.
+    pub fn start_io(&mut self, id: usize, ud: &LuaAnyUserData, ready: bool) {
+        self.set_active(id, ud, true);
+        if ready {
+            self.queue_io(id);
+        }
     }
 
     pub fn queue_io(&mut self, id: usize) {

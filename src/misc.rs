@@ -1,7 +1,7 @@
 //! Process and system information: the misc functions real programs need.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail};
+use crate::error::{errno_of, fail, ok0};
 use crate::event_loop::Core;
 use mlua::prelude::*;
 use std::ffi::CStr;
@@ -38,7 +38,7 @@ pub fn cwd(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {
 pub fn chdir(lua: &Lua, _c: &Rc<Core>, a: &Args) -> Ret {
     let p = a.str(1)?;
     match std::env::set_current_dir(&p) {
-        Ok(()) => 0.into_lua_multi(lua),
+        Ok(()) => ok0(lua),
         Err(e) => fail(lua, errno_of(&e)),
     }
 }

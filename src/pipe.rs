@@ -3,7 +3,7 @@
 //! raw descriptor pairs.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail, Errno};
+use crate::error::{errno_of, fail, ok0, Errno};
 use crate::event_loop::{Core, Pending};
 use crate::handle::{create, Data, HandleRef, Kind};
 use crate::stream::{adopt, req_object, Stream};
@@ -11,10 +11,6 @@ use mlua::prelude::*;
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
-
-fn ok0(lua: &Lua) -> LuaResult<LuaMultiValue> {
-    0.into_lua_multi(lua)
-}
 
 fn last_errno() -> Errno {
     errno_of(&std::io::Error::last_os_error())
@@ -163,7 +159,7 @@ pub fn pipe_connect(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiV
             st.req_start(h.id, ud);
         }
     }
-    let req = req_object(lua, "connect")?;
+    let req = req_object(core, "connect")?;
     Ok(LuaMultiValue::from_vec(vec![req]))
 }
 

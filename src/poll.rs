@@ -3,7 +3,7 @@
 //! while the descriptor stays ready.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail};
+use crate::error::{errno_of, fail, ok0};
 use crate::event_loop::{call, Core, State};
 use crate::handle::{create, Data, Kind};
 use mio::unix::SourceFd;
@@ -150,21 +150,21 @@ pub fn poll_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVal
     st.set_active(h.id, ud, true);
     // The descriptor may be ready already; an edge from before registration would be lost.
     st.queue_io(h.id);
-    0.into_lua_multi(lua)
+    ok0(lua)
 }
 
 pub fn poll_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let (ud, h) = a.handle(1, Kind::Poll)?;
     let mut st = core.st()?;
     if st.slots[h.id].closing {
-        return 0.into_lua_multi(lua);
+        return ok0(lua);
     }
     let State { poll, slots, .. } = &mut *st;
     if let Data::Poll(p) = &mut slots[h.id].data {
         p.shut(poll);
     }
     st.set_active(h.id, ud, false);
-    0.into_lua_multi(lua)
+    ok0(lua)
 }
 
 /// The events ready on `fd` right now, as poll(2) sees them.

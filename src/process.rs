@@ -2,7 +2,7 @@
 //! SIGCHLD through the signal self-pipe.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail, Errno};
+use crate::error::{errno_of, fail, ok0, Errno};
 use crate::event_loop::{call, Core, State};
 use crate::handle::{create, id_of, Data, Kind};
 use crate::stream::adopt;
@@ -454,7 +454,7 @@ pub fn process_kill(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiV
     if unsafe { libc::kill(pid, n) } != 0 {
         return fail(lua, last_errno());
     }
-    0.into_lua_multi(lua)
+    ok0(lua)
 }
 
 pub fn process_get_pid(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {

@@ -2,7 +2,7 @@
 //! pipe in its I/O phase and calls every started handle for that signal.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail};
+use crate::error::{errno_of, fail, ok0};
 use crate::event_loop::{call, Core, State, SIGNAL_TOKEN};
 use crate::handle::{create, Data, Kind};
 use mio::unix::SourceFd;
@@ -194,7 +194,7 @@ fn start_impl(lua: &Lua, core: &Rc<Core>, a: &Args, oneshot: bool) -> LuaResult<
     }
     s.oneshot = oneshot;
     st.set_active(h.id, ud, true);
-    0.into_lua_multi(lua)
+    ok0(lua)
 }
 
 pub fn signal_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
@@ -212,7 +212,7 @@ pub fn signal_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVa
     if !st.slots[h.id].closing {
         st.set_active(h.id, ud, false);
     }
-    0.into_lua_multi(lua)
+    ok0(lua)
 }
 
 /// Stops watching: the OS handler goes back to the default when no handle wants the signal.
@@ -322,5 +322,5 @@ pub fn kill(lua: &Lua, _core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     if unsafe { libc::kill(pid as libc::pid_t, n) } != 0 {
         return fail(lua, errno_of(&std::io::Error::last_os_error()));
     }
-    0.into_lua_multi(lua)
+    ok0(lua)
 }

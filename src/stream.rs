@@ -2,7 +2,7 @@
 //! I/O dispatch the loop runs for a ready stream.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail, name, Errno, UV_EOF};
+use crate::error::{errno_of, fail, name, ok0, Errno, UV_EOF};
 use crate::event_loop::{call, Core, Pending, State};
 use crate::handle::Kind;
 use mio::unix::SourceFd;
@@ -146,13 +146,8 @@ pub fn adopt(st: &mut State, id: usize, sock: Socket) -> io::Result<()> {
 
 /// The shared request object luvrs returns for writes, connects and shutdowns (luv returns a
 /// request userdata that programs only test for truth).
-pub fn req_object(lua: &Lua, kind: &'static str) -> LuaResult<LuaValue> {
-    let reqs: LuaTable = lua.named_registry_value("luvrs.reqs")?;
-    reqs.raw_get(kind)
-}
-
-fn ok0(lua: &Lua) -> LuaResult<LuaMultiValue> {
-    0.into_lua_multi(lua)
+pub fn req_object(core: &Core, kind: &'static str) -> LuaResult<LuaValue> {
+    core.reqs.raw_get(kind)
 }
 
 pub fn listen(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
@@ -181,10 +176,7 @@ pub fn listen(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> 
     s.listening = true;
     s.conn_cb = Some(cb);
     let ready = s.rd_ready;
-    st.set_active(h.id, ud, true);
-    if ready {
-        st.queue_io(h.id);
-    }
+    st.start_io(h.id, ud, ready);
     ok0(lua)
 }
 
@@ -250,10 +242,7 @@ pub fn read_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVal
     }
     s.reading = true;
     let ready = s.rd_ready;
-    st.set_active(h.id, ud, true);
-    if ready {
-        st.queue_io(h.id);
-    }
+    st.start_io(h.id, ud, ready);
     ok0(lua)
 }
 
@@ -520,7 +509,7 @@ fn write_impl(
     if done {
         if cb.is_none() && err.is_none() {
             // Nothing will ever observe this request: no need to keep it for the pending phase.
-            let req = req_object(lua, "write")?;
+            let req = req_object(core, "write")?;
             return Ok(LuaMultiValue::from_vec(vec![req]));
         }
         st.pending.push_back(Pending {
@@ -542,7 +531,7 @@ fn write_impl(
         });
     }
     st.req_start(h.id, ud);
-    let req = req_object(lua, "write")?;
+    let req = req_object(core, "write")?;
     Ok(LuaMultiValue::from_vec(vec![req]))
 }
 
@@ -597,7 +586,7 @@ pub fn shutdown(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
     s.shutdown_req = Some(cb);
     st.req_start(h.id, ud);
     st.queue_io(h.id);
-    let req = req_object(lua, "shutdown")?;
+    let req = req_object(core, "shutdown")?;
     Ok(LuaMultiValue::from_vec(vec![req]))
 }
 
@@ -749,7 +738,7 @@ pub fn sendfile(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
     });
     st.req_start(h.id, ud);
     st.queue_io(h.id);
-    let req = req_object(lua, "write")?;
+    let req = req_object(core, "write")?;
     Ok(LuaMultiValue::from_vec(vec![req]))
 }
 

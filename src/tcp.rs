@@ -2,7 +2,7 @@
 //! `stream.rs`.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail, Errno};
+use crate::error::{errno_of, fail, ok0, Errno};
 use crate::event_loop::{Core, Pending, State};
 use crate::handle::{create, Data, Kind};
 use crate::stream::{adopt, req_object, Stream};
@@ -54,10 +54,6 @@ pub fn addr(a: &Args, host: usize, port: usize) -> LuaResult<SocketAddr> {
     let ip: IpAddr = h.parse().map_err(|_| bad())?;
     let p = u16::try_from(p).map_err(|_| bad())?;
     Ok(SocketAddr::new(ip, p))
-}
-
-fn ok0(lua: &Lua) -> LuaResult<LuaMultiValue> {
-    0.into_lua_multi(lua)
 }
 
 pub fn new_tcp(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
@@ -236,7 +232,7 @@ pub fn tcp_connect(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVa
         }
         Err(e) => return fail(lua, e),
     }
-    let req = req_object(lua, "connect")?;
+    let req = req_object(core, "connect")?;
     Ok(LuaMultiValue::from_vec(vec![req]))
 }
 

@@ -1,6 +1,7 @@
 //! Timers: `new_timer`, `timer_start`, `timer_stop`, `timer_again`, repeat and due-in.
 
 use crate::args::Args;
+use crate::error::ok0;
 use crate::event_loop::{call, Core, State};
 use crate::handle::{create, Data, Kind};
 use mlua::prelude::*;
@@ -26,10 +27,6 @@ pub fn schedule(st: &mut State, id: usize, timeout: u64) {
     let key = (st.now_ms.saturating_add(timeout), st.seq);
     st.timers.insert(key, id);
     st.slots[id].timer().key = Some(key);
-}
-
-fn ok0(lua: &Lua) -> LuaResult<LuaMultiValue> {
-    0.into_lua_multi(lua)
 }
 
 pub fn new_timer(lua: &Lua, core: &Rc<Core>, _a: &Args) -> LuaResult<LuaMultiValue> {

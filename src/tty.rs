@@ -1,7 +1,7 @@
 //! TTY handles: terminal streams with window size and mode control, and `guess_handle`.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail, Errno};
+use crate::error::{errno_of, fail, ok0, Errno};
 use crate::event_loop::Core;
 use crate::handle::{create, id_of, Data, HandleRef, Kind};
 use crate::stream::{adopt, Stream};
@@ -160,7 +160,7 @@ pub fn tty_set_mode(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiV
     if unsafe { libc::tcsetattr(fd, libc::TCSADRAIN, &n) } != 0 {
         return fail(lua, last_errno());
     }
-    0.into_lua_multi(lua)
+    ok0(lua)
 }
 
 pub fn tty_reset_mode(lua: &Lua, _core: &Rc<Core>, _a: &Args) -> LuaResult<LuaMultiValue> {
@@ -171,7 +171,7 @@ pub fn tty_reset_mode(lua: &Lua, _core: &Rc<Core>, _a: &Args) -> LuaResult<LuaMu
             return fail(lua, last_errno());
         }
     }
-    0.into_lua_multi(lua)
+    ok0(lua)
 }
 
 pub fn tty_set_vterm_state(_lua: &Lua, _core: &Rc<Core>, _a: &Args) -> LuaResult<LuaMultiValue> {

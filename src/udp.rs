@@ -1,7 +1,7 @@
 //! UDP handles: bind, connect, send (queued when the kernel is full), receive, socket options.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail, name, Errno};
+use crate::error::{errno_of, fail, name, ok0, Errno};
 use crate::event_loop::{call, Core, State};
 use crate::handle::{create, id_of, Data, Kind};
 use crate::tcp::{addr, addr_value, family};
@@ -59,10 +59,6 @@ fn udp(st: &mut State, id: usize) -> &mut Udp {
         Data::Udp(u) => u,
         _ => unreachable!("slot is not udp"),
     }
-}
-
-fn ok0(lua: &Lua) -> LuaResult<LuaMultiValue> {
-    0.into_lua_multi(lua)
 }
 
 fn adopt(st: &mut State, id: usize, sock: Socket) -> io::Result<()> {
@@ -332,7 +328,7 @@ pub fn udp_send(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
     st.req_start(h.id, ud);
     st.queue_io(h.id);
     // Debian's luv returns 0 here, not a request.
-    0.into_lua_multi(lua)
+    ok0(lua)
 }
 
 pub fn udp_try_send(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
@@ -383,10 +379,7 @@ pub fn udp_recv_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMult
     let u = udp(&mut st, h.id);
     u.receiving = true;
     let ready = u.rd_ready;
-    st.set_active(h.id, ud, true);
-    if ready {
-        st.queue_io(h.id);
-    }
+    st.start_io(h.id, ud, ready);
     ok0(lua)
 }
 

@@ -1,6 +1,7 @@
 //! Idle, prepare and check handles: a callback run once per loop iteration in their phase.
 
 use crate::args::Args;
+use crate::error::ok0;
 use crate::event_loop::{Core, State};
 use crate::handle::{create, Data, Kind};
 use mlua::prelude::*;
@@ -31,7 +32,7 @@ pub fn start(lua: &Lua, core: &Rc<Core>, a: &Args, kind: Kind) -> LuaResult<LuaM
         list(&mut st, kind).insert(0, h.id);
         st.set_active(h.id, ud, true);
     }
-    0.into_lua_multi(lua)
+    ok0(lua)
 }
 
 pub fn stop(lua: &Lua, core: &Rc<Core>, a: &Args, kind: Kind) -> LuaResult<LuaMultiValue> {
@@ -41,5 +42,5 @@ pub fn stop(lua: &Lua, core: &Rc<Core>, a: &Args, kind: Kind) -> LuaResult<LuaMu
         list(&mut st, kind).retain(|&x| x != h.id);
         st.set_active(h.id, ud, false);
     }
-    0.into_lua_multi(lua)
+    ok0(lua)
 }
