@@ -125,6 +125,44 @@ function H.tcp_server(on_connection, host)
   return server, server:getsockname().port
 end
 
+---Closes every handle given (those not already closing) and runs the loop until their close
+---callbacks have run.
+function H.close_all(...)
+  for _, h in ipairs({ ... }) do
+    if not h:is_closing() then h:close() end
+  end
+  H.run()
+end
+
+---A connected TCP pair over `host` (default 127.0.0.1): returns the client, the accepted stream
+---and the port. The listening socket is closed again.
+---@param host? string
+function H.tcp_pair(host)
+  local accepted, connected
+  local server, port = H.tcp_server(function(srv)
+    accepted = uv.new_tcp()
+    srv:accept(accepted)
+  end, host)
+  local client = uv.new_tcp()
+  client:connect(host or "127.0.0.1", port, function(err) connected = err or true end)
+  H.run_until(function() return accepted and connected end)
+  assert(connected == true, "connect failed: " .. tostring(connected))
+  server:close()
+  return client, accepted, port
+end
+
+---Runs `fn` as a luvrs.co task and drives the loop until it finishes (deadline `ms`, default
+---5000); returns its results or raises its error.
+---@param fn function
+---@param ms? integer
+function H.go(fn, ms)
+  local t = require("luvrs.co").spawn(fn)
+  H.run_until(function() return t.state ~= "running" end, ms or 5000)
+  local r = table.pack(t:result())
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
 ---Number of open file descriptors of this process, pipes left out: io.popen's own pipe shows up
 ---once or twice depending on when `ls` runs, and the descriptors specs watch are sockets and files.
 function H.fd_count()

@@ -5,13 +5,7 @@ local co = require "luvrs.co"
 
 -- Runs fn in a task and drives the loop until it finishes (deadline `ms`); returns fn's results or
 -- raises its error.
-local function go(fn, ms)
-  local t = co.spawn(fn)
-  H.run_until(function() return t.state ~= "running" end, ms or 5000)
-  local r = table.pack(t:result())
-  if not r[1] then error(r[2], 0) end
-  return table.unpack(r, 2, r.n)
-end
+local go = H.go
 
 local function ms_since(t0) return (uv.hrtime() - t0) / 1e6 end
 
@@ -142,7 +136,7 @@ describe("luvrs.co", function()
       go(function()
         co.spawn(function() co.sleep(1) error("lost error") end)
         local seen = co.spawn(function() co.sleep(1) error("seen error") end)
-        co.sleep(20)
+        co.sleep(20) -- due timers fire in deadline order: both 1 ms tasks have failed by then
         assert.equal("failed", seen:status())
       end)
       collectgarbage()
@@ -295,8 +289,7 @@ describe("luvrs.co", function()
     it("wakes tasks waiting on the cancelled task", function()
       go(function()
         local t = co.spawn(co.sleep, 10000)
-        local w = co.spawn(function() return t:wait() end)
-        co.sleep(1)
+        local w = co.spawn(function() return t:wait() end) -- spawn runs w until it waits on t
         t:cancel()
         assert.same({ true, false, "cancelled" }, { w:wait(1000) })
       end)
@@ -638,8 +631,8 @@ describe("luvrs.co", function()
       local srv = luv_server(function() end)
       go(function()
         local s = assert(co.tcp_connect("127.0.0.1", srv.port))
-        local reader = co.spawn(function() return s:read() end)
-        co.sleep(5)
+        local reader = co.spawn(function() return s:read() end) -- blocked in read when spawn returns
+        assert.equal("running", reader:status())
         s:close()
         assert.same({ true, nil, "closed" }, { reader:wait(1000) })
       end)
@@ -695,8 +688,8 @@ describe("luvrs.co", function()
           sock:settimeout(nil, nil, 10000)
           return sock:read()
         end)
+        -- sock is set in the same resumption that then blocks in read
         while not sock do co.sleep(1) end
-        co.sleep(5)
         assert.is_true(t:cancel())
         assert.is_true(sock.closed)
         assert.equal("cancelled", t:status())

@@ -5,13 +5,7 @@ local co = require "luvrs.co"
 local pool = require "luvrs.co.pool"
 local http = require "luvrs.co.http"
 
-local function go(fn, ms)
-  local t = co.spawn(fn)
-  H.run_until(function() return t.state ~= "running" end, ms or 5000)
-  local r = table.pack(t:result())
-  if not r[1] then error(r[2], 0) end
-  return table.unpack(r, 2, r.n)
-end
+local go = H.go
 
 -- Reads one request (head + Content-Length or chunked body) from a server-side socket.
 local function read_request(s)

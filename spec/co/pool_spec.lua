@@ -4,13 +4,7 @@ local uv = H.uv
 local co = require "luvrs.co"
 local pool = require "luvrs.co.pool"
 
-local function go(fn, ms)
-  local t = co.spawn(fn)
-  H.run_until(function() return t.state ~= "running" end, ms or 5000)
-  local r = table.pack(t:result())
-  if not r[1] then error(r[2], 0) end
-  return table.unpack(r, 2, r.n)
-end
+local go = H.go
 
 -- Answers each line with "re:<line>\n"; a line "bye" closes the connection after the answer, "two"
 -- sends two answers. Counts accepted connections.

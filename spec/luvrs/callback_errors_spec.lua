@@ -4,12 +4,7 @@
 local H = require "helper"
 local uv = H.uv
 
-local function close_all(...)
-  for _, h in ipairs({ ... }) do
-    if not h:is_closing() then h:close() end
-  end
-  H.run()
-end
+local close_all = H.close_all
 
 describe("callback errors", function()
   after_each(H.after_each)

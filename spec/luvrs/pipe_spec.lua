@@ -7,12 +7,7 @@ local function tmp_path(tag)
   return ("%s/luvrs-%s-%d-%d.sock"):format(os.getenv("TMPDIR") or "/tmp", tag, uv.os_getpid(), uv.hrtime() % 1e9)
 end
 
-local function close_all(...)
-  for _, h in ipairs({ ... }) do
-    if not h:is_closing() then h:close() end
-  end
-  H.run()
-end
+local close_all = H.close_all
 
 describe("pipe", function()
   setup(function()

@@ -3,27 +3,9 @@
 local H = require "helper"
 local uv = H.uv
 
--- A connected pair: returns the client and the server-side (accepted) stream.
-local function connected_pair()
-  local accepted, connected
-  local server, port = H.tcp_server(function(srv)
-    accepted = uv.new_tcp()
-    srv:accept(accepted)
-  end)
-  local client = uv.new_tcp()
-  client:connect("127.0.0.1", port, function(err) connected = err or true end)
-  H.run_until(function() return accepted and connected end)
-  assert.is_true(connected)
-  server:close()
-  return client, accepted
-end
+local connected_pair = H.tcp_pair
 
-local function close_all(...)
-  for _, h in ipairs({ ... }) do
-    if not h:is_closing() then h:close() end
-  end
-  H.run()
-end
+local close_all = H.close_all
 
 -- Fills the client's socket with try_write while the peer does not read; returns bytes taken and
 -- try_write's results for the write that did not fit.

@@ -3,27 +3,9 @@
 local H = require "helper"
 local uv = H.uv
 
-local function close_all(...)
-  for _, h in ipairs({ ... }) do
-    if not h:is_closing() then h:close() end
-  end
-  H.run()
-end
+local close_all = H.close_all
 
--- A connected pair over `host`: returns the client and the accepted stream.
-local function connected_pair(host)
-  local accepted, connected
-  local server, port = H.tcp_server(function(srv)
-    accepted = uv.new_tcp()
-    srv:accept(accepted)
-  end, host)
-  local client = uv.new_tcp()
-  client:connect(host or "127.0.0.1", port, function(err) connected = err or true end)
-  H.run_until(function() return accepted and connected end)
-  assert.is_true(connected)
-  server:close()
-  return client, accepted, port
-end
+local connected_pair = H.tcp_pair
 
 describe("tcp", function()
   after_each(H.after_each)

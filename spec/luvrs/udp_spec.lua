@@ -3,12 +3,7 @@
 local H = require "helper"
 local uv = H.uv
 
-local function close_all(...)
-  for _, h in ipairs({ ... }) do
-    if not h:is_closing() then h:close() end
-  end
-  H.run()
-end
+local close_all = H.close_all
 
 -- A receiver bound on host:0 that collects datagrams (ignoring libuv's "nothing more" calls).
 local function receiver(host)
