@@ -4,62 +4,15 @@ raw-socket WebSocket client. Runs once per loop module: luv, and luvrs when buil
 import base64
 import json
 import os
-import re
-import select
 import signal
 import socket
 import struct
 import subprocess
-import time
+import sys
 import unittest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEADLINE = 10.0
-
-
-def env_for(loop):
-    env = dict(os.environ)
-    env["LUA_PATH"] = "./lua/?.lua;./lua/?/init.lua;;"
-    env["LUA_CPATH"] = "./build/?.so;;"
-    env["LUVICORN_LOOP"] = loop
-    return env
-
-
-class Server:
-    def __init__(self, loop):
-        self.proc = subprocess.Popen(
-            ["lua5.4", "bin/luvicorn", "examples.app.main:app", "--host", "127.0.0.1", "--port", "0",
-             "--loop", loop],
-            cwd=ROOT, env=env_for(loop), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.log = []
-        self.port = None
-        end = time.monotonic() + DEADLINE
-        buf = b""
-        while time.monotonic() < end and self.port is None:
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, end - time.monotonic()))
-            if not ready:
-                break
-            chunk = os.read(self.proc.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            buf += chunk
-            m = re.search(rb"running on http://127\.0\.0\.1:(\d+)", buf)
-            if m:
-                self.port = int(m.group(1))
-        self.log.append(buf.decode(errors="replace"))
-        if self.port is None:
-            self.stop()
-            raise RuntimeError("luvicorn did not report its port:\n" + "".join(self.log))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=DEADLINE)
-        self.proc.stdout.close()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from luvicorn_proc import DEADLINE, HAS_LUVRS, ROOT, Luvicorn  # noqa: E402
 
 
 def curl(*args):
@@ -147,12 +100,12 @@ class NotesAppLuv(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.server = Server(cls.loop)
-        cls.base = f"http://127.0.0.1:{cls.server.port}"
+        cls.server = Luvicorn("examples.app.main:app", "--host", "127.0.0.1", loop=cls.loop).started()
+        cls.base = cls.server.url("")
 
     @classmethod
     def tearDownClass(cls):
-        cls.server.stop()
+        cls.server.stop(signal.SIGINT)
 
     def test_home_page_and_form(self):
         status, headers, body = curl(self.base + "/")
@@ -257,7 +210,7 @@ class NotesAppLuv(unittest.TestCase):
         self.assertEqual(ws.status, 403)
 
 
-@unittest.skipUnless(os.path.exists(os.path.join(ROOT, "build", "luvrs.so")), "build/luvrs.so not built")
+@unittest.skipUnless(HAS_LUVRS, "build/luvrs.so not built")
 class NotesAppLuvrs(NotesAppLuv):
     loop = "luvrs"
 

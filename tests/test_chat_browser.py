@@ -1,8 +1,8 @@
-"""Browser test of examples/chat (proposed path: tests/test_chat_browser.py).
+"""Browser test of examples/chat.
 
 Headless Chromium (Debian's `chromium`) opens the chat page twice, driven over the DevTools protocol with
 Python's `websockets`: a message sent in one page appears in the other, and a line written to the
-server's stdin appears in both. Skipped when chromium is not installed."""
+server's stdin appears in both. Skipped when chromium is not installed (`make test` installs it)."""
 
 import asyncio
 import json
@@ -12,16 +12,18 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
 
 import websockets
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from luvicorn_proc import HAS_LUVRS, Luvicorn  # noqa: E402
+
 DEADLINE = 20.0
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-HAS_LUVRS = os.path.exists(os.path.join(ROOT, "build", "luvrs.so"))
 
 
 def read_until(stream, pattern, buf, timeout=DEADLINE):
@@ -85,17 +87,11 @@ class ChatBrowserTests:
     loop = None
 
     def setUp(self):
-        env = dict(os.environ)
-        env["LUA_PATH"] = "./lua/?.lua;./lua/?/init.lua;;"
-        env["LUA_CPATH"] = "./build/?.so;;"
-        self.server = subprocess.Popen(
-            ["lua5.4", "bin/luvicorn", "examples/chat/main.lua", "--host", "127.0.0.1", "--port", "0",
-             "--loop", self.loop],
-            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        m, self.server_out = read_until(self.server.stdout, rb"running on http://127\.0\.0\.1:(\d+)", b"")
-        if not m:
-            self.fail("luvicorn did not report its port:\n" + self.server_out.decode(errors="replace"))
-        self.url = "http://127.0.0.1:%s/" % m.group(1).decode()
+        self.server = Luvicorn("examples/chat/main.lua", "--host", "127.0.0.1", loop=self.loop,
+                               stdin=True)
+        self.addCleanup(self.server.stop, signal.SIGINT)
+        self.server.started(DEADLINE)
+        self.url = self.server.url("/")
         self.profile = tempfile.mkdtemp(prefix="chat-browser-")
         self.browser = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -116,15 +112,6 @@ class ChatBrowserTests:
             self.browser.wait(timeout=DEADLINE)
         self.browser.stderr.close()
         shutil.rmtree(self.profile, ignore_errors=True)
-        if self.server.poll() is None:
-            self.server.send_signal(signal.SIGINT)
-            try:
-                self.server.wait(timeout=DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait(timeout=DEADLINE)
-        self.server.stdin.close()
-        self.server.stdout.close()
 
     def test_two_pages_and_stdin(self):
         asyncio.run(self.scenario())
@@ -147,8 +134,8 @@ class ChatBrowserTests:
             await dt.wait_for(two, has("hello from page one"), "the message in page two")
             await dt.wait_for(one, has("hello from page one"), "the message echoed in page one")
 
-            self.server.stdin.write(b"a line from the server terminal\n")
-            self.server.stdin.flush()
+            self.server.proc.stdin.write("a line from the server terminal\n")
+            self.server.proc.stdin.flush()
             await dt.wait_for(one, has("a line from the server terminal"), "the stdin line in page one")
             await dt.wait_for(two, has("a line from the server terminal"), "the stdin line in page two")
 

@@ -7,18 +7,18 @@ build/luvrs.so exists.
 """
 
 import os
-import queue
 import re
 import shutil
-import subprocess
+import sys
 import tempfile
-import threading
 import time
 import unittest
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from luvicorn_proc import HAS_LUVRS, Luvicorn  # noqa: E402
+
 DELAY_MS = 200
 
 BACKEND = r'''
@@ -67,72 +67,10 @@ return function(scope, receive, send)
 end
 '''
 
-RUNNING = re.compile(r"running on http://127\.0\.0\.1:(\d+)")
-
-
-class Server:
-    """A luvicorn process; its merged output is collected line by line on a thread."""
-
-    def __init__(self, app_path, loop, extra_env=None):
-        env = dict(os.environ)
-        env["LUA_PATH"] = "./lua/?.lua;./lua/?/init.lua;;"
-        env["LUA_CPATH"] = "./build/?.so;;"
-        env.update(extra_env or {})
-        self.proc = subprocess.Popen(
-            ["lua5.4", "bin/luvicorn", app_path, "--loop", loop, "--host", "127.0.0.1", "--port", "0"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines = queue.Queue()
-        self.log = []
-        threading.Thread(target=self._pump, daemon=True).start()
-        self.port = self._wait_port(10)
-
-    def _pump(self):
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def _wait_port(self, seconds):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.log.append(line)
-            m = RUNNING.search(line)
-            if m:
-                return int(m.group(1))
-        self.stop()
-        raise AssertionError("luvicorn did not report its port:\n" + "".join(self.log))
-
-    def drain_log(self, until, seconds=5):
-        """Collects output lines until `until()` is true or `seconds` pass; returns the log."""
-        deadline = time.monotonic() + seconds
-        while not until():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.log.append(line)
-        return self.log
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        if self.proc.stdout:
-            self.proc.stdout.close()
+def Server(app_path, loop, extra_env=None):
+    """A luvicorn process serving `app_path` on an ephemeral port."""
+    env = ["%s=%s" % kv for kv in (extra_env or {}).items()]
+    return Luvicorn(app_path, "--host", "127.0.0.1", loop=loop, extra_env=env).started()
 
 
 def get(url, timeout=10):
@@ -199,12 +137,13 @@ class CoHttpEndToEnd:
         # the backend's access log names the client port: one pooled connection serves all three
         pattern = re.compile(r'127\.0\.0\.1:(\d+) - "GET /item/1\?delay=%d&tag=seq HTTP/1\.1" 200' % DELAY_MS)
 
-        def ports():
-            return [m.group(1) for m in map(pattern.search, self.backend.log) if m]
+        def ports(lines):
+            return [m.group(1) for m in map(pattern.search, lines) if m]
 
-        self.backend.drain_log(until=lambda: len(ports()) >= 3, seconds=5)
-        seen = ports()
-        self.assertEqual(3, len(seen), "".join(self.backend.log))
+        # the access log goes to stdout, as Uvicorn's does
+        self.backend.wait_for(lambda lines: len(ports(lines)) >= 3, timeout=5, stream="out")
+        seen = ports(self.backend.output().split("\n"))
+        self.assertEqual(3, len(seen), self.backend.output())
         self.assertEqual(1, len(set(seen)), "backend connections: %r" % seen)
 
 
@@ -212,7 +151,7 @@ class TestCoHttpOnLuv(CoHttpEndToEnd, unittest.TestCase):
     loop = "luv"
 
 
-@unittest.skipUnless(os.path.exists(os.path.join(ROOT, "build", "luvrs.so")), "build/luvrs.so not built")
+@unittest.skipUnless(HAS_LUVRS, "build/luvrs.so not built")
 class TestCoHttpOnLuvrs(CoHttpEndToEnd, unittest.TestCase):
     loop = "luvrs"
 

@@ -12,7 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_http_server import ENV, LOOP, ROOT, Luvicorn, write_app  # noqa: E402
+from luvicorn_proc import ENV, LOOP, ROOT, Luvicorn, write_app  # noqa: E402
 
 LIFESPAN_APP = """
 local function app(scope, receive, send)

@@ -3,100 +3,17 @@ http.client, raw sockets). The loop module comes from LUVICORN_LOOP (default luv
 
 import http.client
 import os
-import queue
 import re
-import signal
 import socket
 import subprocess
+import sys
 import tempfile
-import textwrap
 import threading
 import time
 import unittest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOOP = os.environ.get("LUVICORN_LOOP", "luvrs")
-ENV = ["env", "LUA_PATH=./lua/?.lua;./lua/?/init.lua;;", "LUA_CPATH=./build/?.so;;"]
-
-
-class Luvicorn:
-    """A running `luvicorn` process; its stderr lines are collected by a thread."""
-
-    def __init__(self, app, *args, loop=None, port=True, extra_env=None, pass_fds=()):
-        cmd = ENV + (extra_env or []) + ["lua5.4", "bin/luvicorn", app, "--loop", loop or LOOP]
-        if port:
-            cmd += ["--port", "0"]
-        cmd += list(args)
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, pass_fds=pass_fds)
-        self.lines = []
-        self.out_lines = []
-        self.cond = threading.Condition()
-        self.threads = [threading.Thread(target=self._read, args=(self.proc.stderr, self.lines), daemon=True),
-                        threading.Thread(target=self._read, args=(self.proc.stdout, self.out_lines), daemon=True)]
-        for t in self.threads:
-            t.start()
-        self.port = None
-
-    def _read(self, stream, into):
-        for line in stream:
-            with self.cond:
-                into.append(line.rstrip("\n"))
-                self.cond.notify_all()
-        with self.cond:
-            self.cond.notify_all()
-
-    def wait_line(self, pattern, timeout=10, stream="err"):
-        """Waits until a log line matches `pattern`; returns the match."""
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        lines = self.lines if stream == "err" else self.out_lines
-        with self.cond:
-            while True:
-                for line in lines:
-                    m = rx.search(line)
-                    if m:
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not any(t.is_alive() for t in self.threads)):
-                    raise AssertionError("no log line matching %r within %ss; log:\n%s"
-                                         % (pattern, timeout, "\n".join(self.lines)))
-                self.cond.wait(min(left, 0.1))
-
-    def started(self, timeout=10):
-        m = self.wait_line(r"Luvicorn running on http://127\.0\.0\.1:(\d+)", timeout)
-        self.port = int(m.group(1))
-        return self
-
-    def stop(self, sig=signal.SIGTERM, timeout=10):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self.kill()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        for t in self.threads:
-            t.join(5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-
-    def log(self):
-        with self.cond:
-            return "\n".join(self.lines)
-
-
-def write_app(testcase, source):
-    """Writes a Lua app to a temporary file (removed after the test) and returns its path."""
-    fd, path = tempfile.mkstemp(suffix=".lua", prefix="luvicorn_app_")
-    with os.fdopen(fd, "w") as f:
-        f.write(textwrap.dedent(source))
-    testcase.addCleanup(os.remove, path)
-    return path
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from luvicorn_proc import Luvicorn, write_app  # noqa: E402
 
 
 def recv_until_closed(sock, timeout=10):

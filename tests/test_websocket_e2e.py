@@ -6,76 +6,27 @@ tests/apps/websocket_app.lua."""
 
 import os
 import re
-import select
 import signal
 import socket
 import struct
-import subprocess
+import sys
 import time
 import unittest
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from luvicorn_proc import DEADLINE, HAS_LUVRS, Luvicorn  # noqa: E402
+
 APP = "tests/apps/websocket_app.lua"
-DEADLINE = 10.0
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 MASK = b"\x01\x02\x03\x04"
-HAS_LUVRS = os.path.exists(os.path.join(ROOT, "build", "luvrs.so"))
 
 
-def env_for(loop):
-    env = dict(os.environ)
-    env["LUA_PATH"] = "./lua/?.lua;./lua/?/init.lua;;"
-    env["LUA_CPATH"] = "./build/?.so;;"
-    env["LUVICORN_LOOP"] = loop
-    return env
-
-
-class Server:
-    """The luvicorn command on an ephemeral port; its output is collected by read_until()."""
-
-    def __init__(self, loop, *options):
-        self.proc = subprocess.Popen(
-            ["lua5.4", "bin/luvicorn", APP, "--host", "127.0.0.1", "--port", "0", "--loop", loop, *options],
-            cwd=ROOT, env=env_for(loop), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.out = b""
-        m = self.read_until(rb"running on http://127\.0\.0\.1:(\d+)")
-        if not m:
-            self.stop()
-            raise RuntimeError("luvicorn did not report its port:\n" + self.out.decode(errors="replace"))
-        self.port = int(m.group(1))
-
-    def read_until(self, pattern, timeout=DEADLINE):
-        end = time.monotonic() + timeout
-        while True:
-            m = re.search(pattern, self.out)
-            if m:
-                return m
-            left = end - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([self.proc.stdout], [], [], left)
-            if not ready:
-                return None
-            chunk = os.read(self.proc.stdout.fileno(), 65536)
-            if not chunk:
-                return re.search(pattern, self.out)
-            self.out += chunk
-
-    def url(self, path):
-        return "ws://127.0.0.1:%d%s" % (self.port, path)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=DEADLINE)
-        self.proc.stdout.close()
+def Server(loop, *options):
+    """The luvicorn command serving the test app on an ephemeral port."""
+    return Luvicorn(APP, "--host", "127.0.0.1", *options, loop=loop).started()
 
 
 def frame(opcode, payload=b"", fin=True, rsv=0, masked=True, length=None):
@@ -172,7 +123,7 @@ class WebSocketTests:
     def connect(self, path="/echo", **kw):
         kw.setdefault("open_timeout", DEADLINE)
         kw.setdefault("close_timeout", DEADLINE)
-        return connect(self.server.url(path), **kw)
+        return connect(self.server.url(path, "ws"), **kw)
 
     # -- messages --------------------------------------------------------------------------------------
 
@@ -265,7 +216,7 @@ class WebSocketTests:
             self.assertTrue(raw.at_eof())
         finally:
             raw.close()
-        self.assertTrue(self.server.read_until(rb"app saw disconnect 4001"))
+        self.server.wait_line(r"app saw disconnect 4001", stream="out")
 
     def test_empty_close_is_answered_and_seen_as_1005(self):
         raw = Raw(self.server.port)
@@ -274,7 +225,7 @@ class WebSocketTests:
             self.assertEqual(raw.read_close(), (1005, b""))
         finally:
             raw.close()
-        self.assertTrue(self.server.read_until(rb"app saw disconnect 1005"))
+        self.server.wait_line(r"app saw disconnect 1005", stream="out")
 
     def test_app_close_code_and_reason(self):
         with self.connect() as ws:
@@ -367,7 +318,7 @@ class KeepaliveAndShutdownTests:
     def test_answered_pings_keep_the_connection(self):
         server = Server(self.loop, "--ws-ping-interval", "0.2", "--ws-ping-timeout", "0.3")
         try:
-            with connect(server.url("/echo"), open_timeout=DEADLINE) as ws:
+            with connect(server.url("/echo", "ws"), open_timeout=DEADLINE) as ws:
                 time.sleep(1.0)  # the library answers the server's pings
                 ws.send("still here")
                 self.assertEqual(ws.recv(timeout=DEADLINE), "still here")
@@ -377,7 +328,7 @@ class KeepaliveAndShutdownTests:
     def test_sigterm_closes_with_1012_and_exits_0(self):
         server = Server(self.loop)
         try:
-            with connect(server.url("/echo"), open_timeout=DEADLINE) as ws:
+            with connect(server.url("/echo", "ws"), open_timeout=DEADLINE) as ws:
                 ws.send("x")
                 ws.recv(timeout=DEADLINE)
                 server.proc.send_signal(signal.SIGTERM)
