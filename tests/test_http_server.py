@@ -13,7 +13,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from luvicorn_proc import Luvicorn, write_app  # noqa: E402
+from luvicorn_proc import HAS_LUVRS, Luvicorn, write_app  # noqa: E402
 
 
 def recv_until_closed(sock, timeout=10):
@@ -423,14 +423,17 @@ class ExtensionsTest(ServerTestCase):
         self.assertEqual(self.curl(self.url()).stdout, b"with trailers: false")
 
 
-class UnixSocketTest(unittest.TestCase):
-    """--uds and --fd need pipes: they run on the real luv."""
+class UnixSocketTests:
+    """--uds and --fd, on each loop module."""
+
+    loop = None
 
     def test_uds(self):
         path = os.path.join(tempfile.mkdtemp(), "luvicorn.sock")
-        server = Luvicorn("examples/hello.lua", "--uds", path, loop="luv", port=False)
+        server = Luvicorn("examples/hello.lua", "--uds", path, loop=self.loop, port=False)
         self.addCleanup(server.kill)
         server.wait_line(r"Luvicorn running on unix socket " + re.escape(path))
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o666)
         r = subprocess.run(["curl", "-sS", "--unix-socket", path, "http://x/"], capture_output=True, timeout=20)
         self.assertEqual(r.stdout, b"Hello, world!")
         self.assertEqual(server.stop(), 0)
@@ -442,13 +445,22 @@ class UnixSocketTest(unittest.TestCase):
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         port = sock.getsockname()[1]
-        server = Luvicorn("examples/hello.lua", "--fd", str(sock.fileno()), loop="luv", port=False,
+        server = Luvicorn("examples/hello.lua", "--fd", str(sock.fileno()), loop=self.loop, port=False,
                           pass_fds=(sock.fileno(),))
         self.addCleanup(server.kill)
         server.wait_line(r"Luvicorn running on socket fd %d" % sock.fileno())
         r = subprocess.run(["curl", "-sS", "http://127.0.0.1:%d/" % port], capture_output=True, timeout=20)
         self.assertEqual(r.stdout, b"Hello, world!")
         self.assertEqual(server.stop(), 0)
+
+
+class UnixSocketOnLuv(UnixSocketTests, unittest.TestCase):
+    loop = "luv"
+
+
+@unittest.skipUnless(HAS_LUVRS, "build/luvrs.so not built")
+class UnixSocketOnLuvrs(UnixSocketTests, unittest.TestCase):
+    loop = "luvrs"
 
 
 if __name__ == "__main__":
