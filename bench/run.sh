@@ -45,7 +45,7 @@ http_bench() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-row "## luvrs vs luv (issue 2 workloads)"
+row "### luvrs vs luv (issue 2 workloads)"
 row ""
 row "| workload | luvrs | luv | luvrs / luv |"
 row "|---|---:|---:|---:|"
@@ -61,6 +61,21 @@ IFS='|' read -r _ a_rps a_us <<<"$(http_bench raw-luvrs 18081 lua5.4 bench/hello
 IFS='|' read -r _ b_rps b_us <<<"$(http_bench raw-luv 18082 lua5.4 bench/hello_raw.lua luv 18082)"
 row "| minimal Lua HTTP responder, wrk -t1 -c64 -d${DURATION}s, req/s | $a_rps | $b_rps | $(ratio "$a_rps" "$b_rps") |"
 row "| same, server CPU µs per request (lower is better) | $a_us | $b_us | $(ratio "$a_us" "$b_us") |"
+
+row ""
+row "### One call into the loop module, ns (lower is better)"
+row ""
+row "| call | luvrs | luv |"
+row "|---|---:|---:|"
+paste -d'|' <(taskset -c 0 lua5.4 bench/calls.lua luvrs) <(taskset -c 0 lua5.4 bench/calls.lua luv) |
+  while IFS='|' read -r name a _ b; do row "| \`$name\` | $a | $b |"; done
+
+row ""
+row "### Request-head parsing, µs per head (lower is better)"
+row ""
+row "| head | Lua parser | native parser |"
+row "|---|---:|---:|"
+taskset -c 0 lua5.4 bench/parser.lua | while IFS='|' read -r name l n; do row "| $name | $l | $n |"; done
 
 if [ -f lua/luvicorn/cli.lua ] && [ -f examples/hello.lua ]; then
   row ""
