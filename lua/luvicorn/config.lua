@@ -5,13 +5,26 @@ local M = {}
 
 M.VERSION = "0.1.0"
 
--- kind: string | int | number | bool (with --no-NAME) | flag (no value) | choice | list | multi
+-- kind: string | int | number | bool (with --no-NAME) | flag (no value) | choice | list | multi (NAME:VALUE,
+-- repeatable) | strings (repeatable)
 M.OPTIONS = {
-  { "host", "string", "127.0.0.1", "Bind socket to this host." },
+  { "host", "string", "127.0.0.1", "Bind socket to this host (repeatable: one socket per host, same port)." },
   { "port", "int", 8000, "Bind socket to this port. 0 picks a free port and logs it." },
+  { "bind", "strings", nil, "Also bind HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N (repeatable)." },
   { "uds", "string", nil, "Bind to a UNIX domain socket." },
   { "fd", "int", nil, "Bind to a socket from this file descriptor." },
   { "backlog", "int", 2048, "Maximum number of connections to hold in backlog." },
+  { "workers", "int", nil, "Number of worker processes under a supervisor. Defaults to $WEB_CONCURRENCY; "
+    .. "unset: one process, no supervisor." },
+  { "reuse-port", "bool", false, "Give each worker its own SO_REUSEPORT socket instead of sharing one." },
+  { "preload", "flag", false, "Load the app in the supervisor before starting workers (fail fast)." },
+  { "timeout-worker-healthcheck", "number", 30, "Kill and replace a worker that does not answer the "
+    .. "supervisor's health check for this many seconds." },
+  { "reload", "flag", false, "Restart the server when a watched file changes (development; not with workers)." },
+  { "reload-dir", "strings", nil, "Directory to watch for --reload (repeatable; default: the current directory)." },
+  { "reload-include", "strings", nil, "Glob of files to watch for --reload (repeatable; default: *.lua)." },
+  { "reload-exclude", "strings", nil, "Glob of files to ignore for --reload (repeatable; default: .*, *~)." },
+  { "reload-delay", "number", 0.25, "Seconds between two scans of the watched files." },
   { "loop", "choice", "luvrs", "Event loop module.", { "luvrs", "luv" } },
   { "http", "choice", "native", "Request-head parser (native falls back to lua on luv).", { "native", "lua" } },
   { "lifespan", "choice", "auto", "Lifespan implementation.", { "auto", "on", "off" } },
@@ -23,6 +36,8 @@ M.OPTIONS = {
   { "ws-per-message-deflate", "bool", true, "WebSocket permessage-deflate (when the loop has deflate)." },
   { "limit-concurrency", "int", nil, "Maximum concurrent connections or requests before answering 503." },
   { "limit-max-requests", "int", nil, "Maximum number of requests to serve before terminating the process." },
+  { "limit-max-requests-jitter", "int", 0, "Add a random 0..N to --limit-max-requests per worker, so that "
+    .. "workers do not all restart at once." },
   { "timeout-keep-alive", "number", 5, "Close Keep-Alive connections idle for this many seconds." },
   { "timeout-graceful-shutdown", "number", nil, "Maximum seconds to wait for in-flight requests on shutdown." },
   { "timeout-request-head", "number", 10, "Close a client that has not sent a complete request head in time." },
@@ -31,11 +46,14 @@ M.OPTIONS = {
   { "max-body-size", "int", nil, "Largest request body in bytes (413); default unlimited." },
   { "root-path", "string", "", "Set the LASGI 'root_path' for apps mounted below a given URL path." },
   { "proxy-headers", "bool", true, "Use X-Forwarded-Proto and X-Forwarded-For from trusted proxies." },
-  { "forwarded-allow-ips", "list", "127.0.0.1", "Comma-separated proxy IPs to trust ('*' for all)." },
+  { "forwarded-allow-ips", "list", "127.0.0.1,::1", "Comma-separated proxy IPs or CIDRs to trust ('*' for all, "
+    .. "'unix:' for peers on a UNIX socket). Defaults to $FORWARDED_ALLOW_IPS if set." },
   { "header", "multi", nil, "Custom default response header NAME:VALUE (repeatable)." },
   { "server-header", "bool", true, "Send the 'server: luvicorn' header." },
   { "date-header", "bool", true, "Send the 'date' header." },
   { "access-log", "bool", true, "Write the access log." },
+  { "access-log-format", "string", nil, "Access log line format with named fields (see docs/luvicorn.md)." },
+  { "log-config", "string", nil, "Logging configuration file (a Lua file returning a table; see docs)." },
   { "log-level", "choice", "info", "Log level.", { "critical", "error", "warning", "info", "debug", "trace" } },
   { "env-file", "string", nil, "Environment configuration file (KEY=VALUE lines)." },
   { "app-dir", "string", "", "Look for the app in this directory (added to package.path)." },
@@ -85,6 +103,9 @@ local function convert(opt, value, origin)
       if item ~= "" then list[#list + 1] = item end
     end
     return list
+  elseif kind == "strings" then
+    if value == "" then fail(origin .. ": an empty value") end
+    return value
   elseif kind == "multi" then
     local name, v = value:match("^%s*([^:]+):%s*(.*)$")
     if not name or not name:match("^[!#$%%&'*+%-.^_`|~%w]+$") or v:find("[\r\n%z]") then
@@ -130,7 +151,7 @@ function M.defaults()
     local opt = BY_NAME[o[1]]
     local d = opt.default
     if opt.kind == "list" and type(d) == "string" then d = convert(opt, d, "default") end
-    if opt.kind == "multi" then d = {} end
+    if opt.kind == "multi" or opt.kind == "strings" then d = {} end
     c[opt.key] = d
   end
   return c
@@ -170,7 +191,12 @@ function M.parse(argv, getenv)
           if value == nil then fail(("option --%s requires an argument"):format(name)) end
         end
         local v = convert(opt, value, "--" .. name)
-        if opt.kind == "multi" then
+        if opt.key == "host" then
+          -- repeatable: `host` keeps the last (Uvicorn's meaning), `hosts` has them all
+          cli.hosts = cli.hosts or {}
+          table.insert(cli.hosts, v)
+        end
+        if opt.kind == "multi" or opt.kind == "strings" then
           cli[opt.key] = cli[opt.key] or {}
           table.insert(cli[opt.key], v)
         else
@@ -213,12 +239,31 @@ function M.parse(argv, getenv)
           local list = {}
           for line in v:gmatch("[^\n]+") do list[#list + 1] = convert(opt, line, env_name(opt.name)) end
           c[key] = list
+        elseif opt.kind == "strings" then
+          local list = {}
+          for item in v:gmatch("[^,\n]+") do
+            item = item:match("^%s*(.-)%s*$")
+            if item ~= "" then list[#list + 1] = item end
+          end
+          c[key] = list
         else
           c[key] = convert(opt, v, env_name(opt.name))
         end
       end
     end
   end
+  -- the conventions of Gunicorn and Uvicorn, below their LUVICORN_* names
+  if c.workers == nil and cli.workers == nil then
+    local wc = env("WEB_CONCURRENCY")
+    if wc and wc ~= "" then c.workers = convert(BY_NAME.workers, wc, "WEB_CONCURRENCY") end
+  end
+  if cli.forwarded_allow_ips == nil and env(env_name("forwarded-allow-ips")) == nil then
+    local fa = env("FORWARDED_ALLOW_IPS")
+    if fa and fa ~= "" then
+      c.forwarded_allow_ips = convert(BY_NAME["forwarded-allow-ips"], fa, "FORWARDED_ALLOW_IPS")
+    end
+  end
+  c.hosts = cli.hosts or { c.host }
   c.app = positional[1] or env("LUVICORN_APP")
   c.env_file_vars = file_vars
   return c
@@ -233,7 +278,9 @@ function M.normalize(opts)
   for k, v in pairs(opts or {}) do
     local name = tostring(k):gsub("_", "-")
     local opt = BY_NAME[name]
-    if not opt and k ~= "app" and k ~= "log" then error("luvicorn.run: unknown option '" .. tostring(k) .. "'", 3) end
+    if not opt and k ~= "app" and k ~= "log" and k ~= "hosts" then
+      error("luvicorn.run: unknown option '" .. tostring(k) .. "'", 3)
+    end
     if opt and type(v) == "string" and opt.kind ~= "string" and opt.kind ~= "choice" then
       local ok, conv = pcall(convert, opt, v, "luvicorn.run: option '" .. k .. "'")
       if not ok then error(conv.usage or conv, 3) end
@@ -244,6 +291,7 @@ function M.normalize(opts)
     end
     c[k] = v
   end
+  if c.hosts == nil then c.hosts = { c.host } end
   return c
 end
 
@@ -267,6 +315,8 @@ function M.help()
       flag = flag .. " [" .. table.concat(opt.choices, "|") .. "]"
     elseif opt.kind == "multi" then
       flag = flag .. " NAME:VALUE"
+    elseif opt.kind == "strings" then
+      flag = flag .. " TEXT"
     elseif opt.kind ~= "flag" then
       flag = flag .. " " .. (opt.kind == "string" and "TEXT" or opt.kind:upper())
     end
