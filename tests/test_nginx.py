@@ -61,6 +61,14 @@ http {{
         ''      '';
     }}
 
+    # Forwarded (RFC 7239) names the client nginx saw, IPv6 in quotes and brackets. It replaces any
+    # Forwarded header from the client: Luvicorn prefers Forwarded over X-Forwarded-For, so a client's
+    # own header passed on unchanged would let it choose its address.
+    map $remote_addr $forwarded_for {{
+        ~:      '"[$remote_addr]"';
+        default $remote_addr;
+    }}
+
     upstream luvicorn {{
         server 127.0.0.1:{tcp_port};
         server unix:{dir}/app.sock;
@@ -71,6 +79,7 @@ http {{
 
     server {{
         listen 127.0.0.1:{port};
+        listen [::1]:{port};
 
         location / {{
             proxy_pass http://luvicorn;
@@ -78,6 +87,7 @@ http {{
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header Forwarded "for=$forwarded_for;proto=$scheme";
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             proxy_connect_timeout 5s;
@@ -95,7 +105,7 @@ def free_port():
 
 
 class Nginx:
-    """nginx in the foreground, in `directory` (its prefix), listening on 127.0.0.1:`port`."""
+    """nginx in the foreground, in `directory` (its prefix), listening on 127.0.0.1:`port` and [::1]:`port`."""
 
     def __init__(self, directory, tcp_port):
         self.dir = directory
@@ -225,6 +235,7 @@ class NginxTests(unittest.TestCase):
             seen = self.get(conn)
             seen_by[seen["name"]] = seen
             self.assertEqual(seen["xff"], CLIENT_ADDR)
+            self.assertEqual(seen["forwarded"], "for=%s;proto=http" % CLIENT_ADDR)
             self.assertEqual(seen["client"], CLIENT_ADDR, "%s instance: %r%s"
                              % (seen["name"], seen, self.diagnostics()))
             self.assertEqual(seen["scheme"], "http")
@@ -232,15 +243,30 @@ class NginxTests(unittest.TestCase):
         self.assertEqual(seen_by["tcp"]["server"], "127.0.0.1")
         self.assertEqual(seen_by["unix"]["server"], self.sock_path)
 
-    def test_a_forged_forwarded_for_does_not_become_the_client(self):
+    def test_forged_proxy_headers_do_not_become_the_client(self):
         conn = self.client()
         names = set()
         for _ in range(4):
-            seen = self.get(conn, headers={"X-Forwarded-For": "203.0.113.9"})
+            seen = self.get(conn, headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https",
+                                           "Forwarded": "for=203.0.113.9;proto=https"})
             names.add(seen["name"])
             # nginx appends the address it saw; Luvicorn takes the nearest untrusted one from the right
             self.assertEqual(seen["xff"], "203.0.113.9, " + CLIENT_ADDR)
+            # nginx replaces the client's Forwarded and X-Forwarded-Proto
+            self.assertEqual(seen["forwarded"], "for=%s;proto=http" % CLIENT_ADDR)
+            self.assertEqual(seen["scheme"], "http")
             self.assertEqual(seen["client"], CLIENT_ADDR, "%s instance: %r" % (seen["name"], seen))
+        self.assertEqual(names, {"tcp", "unix"})
+
+    def test_an_ipv6_client_is_quoted_in_forwarded(self):
+        conn = http.client.HTTPConnection("::1", self.nginx.port, timeout=DEADLINE)
+        self.addCleanup(conn.close)
+        names = set()
+        for _ in range(4):
+            seen = self.get(conn)
+            names.add(seen["name"])
+            self.assertEqual(seen["forwarded"], 'for="[::1]";proto=http')
+            self.assertEqual((seen["xff"], seen["client"]), ("::1", "::1"), "%s instance: %r" % (seen["name"], seen))
         self.assertEqual(names, {"tcp", "unix"})
 
     def test_headers_from_an_untrusted_peer_are_ignored(self):

@@ -2,7 +2,8 @@
 -- Every answer names the instance (NGINX_APP_NAME from the environment, and the process id) and what
 -- the app saw of the client, so the test can tell which upstream nginx chose and whether the proxy
 -- headers were believed.
---   GET /            a JSON object: name, pid, client, scheme, server, xff
+--   GET /            a JSON object: name, pid, client, scheme, server, and the xff (X-Forwarded-For) and
+--                    forwarded (Forwarded) headers as received
 --   GET /slow?ms=N   the same after N milliseconds (a request still running when the instance stops)
 --   WebSocket /ws    the text "whoami" gets the JSON object; any other message is echoed. The app
 --                    prints "NAME saw disconnect CODE" on stdout when the client closes.
@@ -31,9 +32,9 @@ end
 local function identity(scope)
   local client = scope.client or {}
   local server = scope.server or {}
-  return ('{"name":%s,"pid":%d,"client":%s,"scheme":%s,"server":%s,"xff":%s}'):format(
+  return ('{"name":%s,"pid":%d,"client":%s,"scheme":%s,"server":%s,"xff":%s,"forwarded":%s}'):format(
     json_string(NAME), PID, json_string(client[1]), json_string(scope.scheme), json_string(server[1]),
-    json_string(header(scope, "x-forwarded-for")))
+    json_string(header(scope, "x-forwarded-for")), json_string(header(scope, "forwarded")))
 end
 
 local function lifespan(receive, send)
