@@ -40,7 +40,11 @@ function M.main(argv)
     end
   end
   local logging = require("luvicorn.logging")
-  local log = logging.new({ level = config.log_level, access_log = config.access_log })
+  local log, log_err = logging.from_config(config)
+  if not log then
+    io.stderr:write("ERROR:    ", log_err, "\n")
+    return 3
+  end
   -- choose the loop before the app loads, so an app that requires "luvicorn.loop" gets the same one
   local lok, lerr = pcall(require("luvicorn.loop_choice").use, config.loop)
   if not lok then

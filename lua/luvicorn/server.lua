@@ -33,7 +33,8 @@ function M.new(app, config, log)
   return setmetatable({
     app = app,
     config = config,
-    log = log or logging.new({ level = config.log_level, access_log = config.access_log }),
+    -- a bad --log-config / --access-log-format raises here for luvicorn.run; the command checks first
+    log = log or assert(logging.from_config(config)),
     conns = {},
     nconns = 0,
     listeners = {},
@@ -340,7 +341,7 @@ function Server:finish_shutdown()
 end
 
 function Server:close_own_handles()
-  for _, name in ipairs({ "sweeper", "graceful_timer", "sigint", "sigterm", "max_timer" }) do
+  for _, name in ipairs({ "sweeper", "graceful_timer", "sigint", "sigterm", "sigusr1", "max_timer" }) do
     local h = self[name]
     if h and not h:is_closing() then h:close() end
   end
@@ -471,6 +472,9 @@ function Server:run()
   self.sigint:start("sigint", on_signal("sigint"))
   self.sigterm = uv.new_signal()
   self.sigterm:start("sigterm", on_signal("sigterm"))
+  -- logrotate moves the files, then sends SIGUSR1: later lines go to new files at the same paths
+  self.sigusr1 = uv.new_signal()
+  self.sigusr1:start("sigusr1", function() log:reopen() end)
   local pok, lok, lerr = pcall(self.listen, self)
   if not pok then lok, lerr = false, lok end
   if not lok then
@@ -478,6 +482,7 @@ function Server:run()
     self:close_listeners()
     self.sigint:close()
     self.sigterm:close()
+    self.sigusr1:close()
     pcall(uv.run, "nowait")
     return 3
   end

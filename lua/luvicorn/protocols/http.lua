@@ -941,15 +941,16 @@ function Cycle:body(event)
   local proto = self.proto
   local head, merged
   if not self.head_sent then head, merged = self:build_head(len, not more, body) end
-  local cl = self.cl
-  if cl and not self.no_body then
+  if not self.no_body then
+    -- the body bytes sent: checked against content-length, and the access log's $bytes
     local sent = self.sent + len
-    if sent > cl then
+    local cl = self.cl
+    if cl and sent > cl then
       proto:abort()
       bad("response body longer than content-length", 3)
     end
     self.sent = sent
-    if not more and sent < cl then
+    if cl and not more and sent < cl then
       proto:abort()
       bad("response body shorter than content-length", 3)
     end
@@ -1076,6 +1077,7 @@ function Cycle:pathsend(event)
     self.response_complete = true
     return nil, "disconnected"
   end
+  if not self.no_body then self.sent = size end
   proto:response_complete(self)
   return true
 end
@@ -1104,8 +1106,9 @@ function Protocol:response_complete(cycle)
         self.client_str = client
       end
     end
+    -- the scope and the body bytes feed a custom --access-log-format; the default line ignores them
     ctx.log:access(client, cycle.scope.method, cycle.target, cycle.http_version, cycle.status,
-      REASONS[cycle.status] or "", ms)
+      REASONS[cycle.status] or "", ms, cycle.scope, cycle.sent)
   end
   if self.cycle ~= cycle or self.state == "closed" then return end
   if not cycle.keep_alive then
@@ -1150,7 +1153,7 @@ function Cycle:app_done(gen, ok, err)
     proto.transport:write(simple_response(ctx, 500, "Internal Server Error"))
     if ctx.log.access_enabled then
       proto.ctx.log:access(self.scope.client, self.scope.method, self.target, self.http_version, 500,
-        "Internal Server Error", 0)
+        "Internal Server Error", 0, self.scope, #"Internal Server Error\n")
     end
     proto:close()
   else

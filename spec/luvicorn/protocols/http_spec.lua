@@ -75,7 +75,7 @@ for _, impl in ipairs(parsers.available(uv)) do
       opts = opts or {}
       errors = {}
       local log = logging.new({ level = "debug", access_log = opts.access_log or false,
-        err = { write = function(_, _, msg) errors[#errors + 1] = msg end, flush = function() end },
+        err = { write = function(_, line) errors[#errors + 1] = line end, flush = function() end },
         out = opts.out })
       opts.app = app
       opts.parse_head = impl.parse_head
@@ -716,7 +716,37 @@ for _, impl in ipairs(parsers.available(uv)) do
       local out = { write = function(_, ...) lines[#lines + 1] = table.concat({ ... }) end, flush = function() end }
       local p = make(hello, { access_log = true, out = out })
       p:data_received("GET /x?y=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert.are.same({}, lines) -- buffered until the server's next flush
+      p.ctx.log:flush()
       assert.matches('^INFO:     127%.0%.0%.1:5000 %- "GET /x%?y=1 HTTP/1%.1" 200 OK %d+%.%d%dms\n$', lines[1])
+    end)
+
+    it("passes the scope and the response body bytes to a custom access-log format", function()
+      local out = { text = "", write = function(self, s) self.text = self.text .. s end, flush = function() end }
+      local p, t = make(function(scope, _, send)
+        if scope.path == "/boom" then error("boom") end
+        send({ type = "http.response.start", status = 200 })
+        if scope.path == "/stream" then
+          send({ type = "http.response.body", body = "abc", more_body = true })
+          send({ type = "http.response.body", body = "", more_body = true })
+          send({ type = "http.response.body", body = "defgh" })
+        else
+          send({ type = "http.response.body", body = "Hello, world!" })
+        end
+      end)
+      local err = { text = "", write = out.write, flush = out.flush }
+      p.ctx.log = logging.new({ out = out, err = err, access_log_format = "$request_line $status $bytes $http_x_id" })
+      p:data_received("GET /a HTTP/1.1\r\nHost: x\r\nX-Id: 1\r\n\r\n"
+        .. "GET /stream HTTP/1.1\r\nHost: x\r\nX-Id: 2\r\n\r\n"
+        .. "HEAD /a HTTP/1.1\r\nHost: x\r\nX-Id: 3\r\n\r\n"
+        .. "GET /boom HTTP/1.1\r\nHost: x\r\nX-Id: 4\r\n\r\n")
+      p.ctx.log:flush()
+      assert.are.equal("GET /a HTTP/1.1 200 13 1\nGET /stream HTTP/1.1 200 8 2\nHEAD /a HTTP/1.1 200 0 3\n"
+        .. "GET /boom HTTP/1.1 500 22 4\n", out.text)
+      local r = responses(t.text())
+      assert.are.equal("abcdefgh", r[2].body)
+      assert.are.equal(22, #r[4].body)
+      assert.matches("ERROR:    Exception in LASGI application\n.*boom", err.text)
     end)
 
     it("uses X-Forwarded-* from a trusted proxy only", function()
