@@ -264,6 +264,7 @@ function M.parse(argv, getenv)
     end
   end
   c.hosts = cli.hosts or { c.host }
+  c.host_given = cli.hosts ~= nil
   c.app = positional[1] or env("LUVICORN_APP")
   c.env_file_vars = file_vars
   return c

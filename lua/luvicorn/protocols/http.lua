@@ -70,6 +70,7 @@ local CL_LINE = setmetatable({}, {
   end,
 })
 local CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
+local SHUTDOWN_HEAD_GRACE_MS = 1000
 local EXT_PLAIN = { ["http.response.pathsend"] = {} }
 local EXT_TRAILERS = { ["http.response.pathsend"] = {}, ["http.response.trailers"] = {} }
 
@@ -759,7 +760,10 @@ function Protocol:shutdown()
   if self.state == "upgraded" then return self.upgraded:shutdown() end
   if self.state == "closed" then return end
   if self.state == "head" then
-    self:close()
+    if self.requests > 0 and self.buf == "" then return self:close() end
+    -- A connection accepted just before the shutdown has a request on its way (or partly read): closing
+    -- it would fail a request no other process can answer now. It gets a short grace to send its head.
+    self.deadline = math.min(self.deadline, self.ctx.clock() + SHUTDOWN_HEAD_GRACE_MS)
   elseif self.cycle then
     self.cycle.keep_alive = false
   end

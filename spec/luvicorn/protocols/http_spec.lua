@@ -631,9 +631,37 @@ for _, impl in ipairs(parsers.available(uv)) do
     end)
 
     describe("graceful shutdown", function()
-      it("closes an idle connection at once", function()
+      it("closes an idle keep-alive connection at once", function()
         local p, t = make(hello)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert.is_false(t.closed)
         p:shutdown()
+        assert.is_true(t.closed)
+      end)
+
+      it("gives a connection accepted just before the shutdown a second to send its request", function()
+        local p, t = make(hello)
+        p.ctx.shutting_down = true -- as the server sets it before shutting each connection down
+        p:shutdown()
+        assert.is_false(t.closed)
+        now = now + 500
+        assert.is_false(p:check_timeout(now))
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        local r = responses(t.text())
+        assert.are.equal(200, r[1].status)
+        assert.are.equal("close", r[1].headers.connection)
+        assert.is_true(t.closed)
+      end)
+
+      it("closes a fresh connection that sends nothing within that second", function()
+        local p, t = make(hello)
+        p:data_received("GET / HT")
+        p:shutdown()
+        now = now + 999
+        p:check_timeout(now)
+        assert.is_false(t.closed)
+        now = now + 1
+        p:check_timeout(now)
         assert.is_true(t.closed)
       end)
 
