@@ -325,6 +325,12 @@ end
 ---@return integer
 function Server:run()
   local config, log = self.config, self.log
+  -- before the app starts: a bad trust list is a configuration error, not a reason to run lifespan
+  local trust_ok, trust_err = require("luvicorn.proxy").parse(config.forwarded_allow_ips or {})
+  if not trust_ok then
+    log:error(trust_err)
+    return 3
+  end
   local ok, uv = pcall(loop_choice.use, config.loop)
   if not ok then
     log:error(tostring(uv))

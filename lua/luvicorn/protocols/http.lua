@@ -33,6 +33,8 @@ M.LOW_WATER = 16 * 1024 -- and resumes once the queue is back under this
 M.READ_BUFFER = 64 * 1024 -- reading stops while this much request body waits for the app
 
 local logging = require("luvicorn.logging")
+local proxy = require("luvicorn.proxy")
+local proxy_resolve = proxy.resolve
 
 local LASGI = { version = "1.0", spec_version = "1.0" }
 
@@ -92,9 +94,9 @@ function M.context(opts)
   end
   local extra = {}
   for i, h in ipairs(opts.headers or {}) do extra[i] = h[1] .. ": " .. h[2] .. "\r\n" end
-  local allow = opts.forwarded_allow_ips or { "127.0.0.1" }
-  local trusted = {}
-  for _, ip in ipairs(allow) do trusted[ip] = true end
+  -- checked even with proxy headers off: a typo in the list should not wait until they are turned on
+  local trust, terr = proxy.parse(opts.forwarded_allow_ips or { "127.0.0.1", "::1" })
+  if not trust then error(terr, 0) end
   return {
     app = opts.app,
     parse_head = opts.parse_head,
@@ -113,8 +115,7 @@ function M.context(opts)
     limit_max_requests = opts.limit_max_requests,
     on_max_requests = opts.on_max_requests,
     proxy_headers = opts.proxy_headers ~= false,
-    trusted = trusted,
-    trust_all = trusted["*"] == true,
+    proxy = trust,
     server_header = opts.server_header ~= false,
     date_header = opts.date_header ~= false,
     extra_headers = concat(extra),
@@ -168,13 +169,14 @@ function M.new(ctx, transport, client, server)
   if type(transport) ~= "table" and type(transport) ~= "userdata" then
     error("luvicorn.protocols.http.new: argument 'transport' must be a transport", 2)
   end
-  local trusted = client and (ctx.trust_all or ctx.trusted[client[1]]) or false
+  -- once per connection: requests from an untrusted peer never look at proxy headers
+  local trusted = ctx.proxy_headers and ctx.proxy:peer_trusted(client, server or ctx.server)
   local self = setmetatable({
     ctx = ctx,
     transport = transport,
     client = client,
     server = server or ctx.server,
-    trusted = ctx.proxy_headers and trusted,
+    trusted = trusted,
     buf = "",
     state = "head", -- head | body | wait | closed
     cycle = nil, -- the request whose body is read / whose response is written
@@ -355,19 +357,9 @@ local function percent_decode(s)
   return s
 end
 
-local function forwarded_client(self, xff)
-  -- The nearest address that is not a trusted proxy, walking from the right; all trusted: the leftmost.
-  local list = {}
-  for item in gmatch(xff, "[^,]+") do list[#list + 1] = item:match("^%s*(.-)%s*$") end
-  for i = #list, 1, -1 do
-    if not (self.ctx.trust_all or self.ctx.trusted[list[i]]) or i == 1 then return { list[i], 0 } end
-  end
-  return self.client
-end
-
 function Protocol:start_request(method, target, minor, headers)
   local ctx = self.ctx
-  local cl, te, conn, host_n, expect, trailers_ok, xfp, xff, upgrade
+  local cl, te, conn, host_n, expect, trailers_ok, xfp, xff, fwd, upgrade
   host_n = 0
   for i = 1, #headers do
     local h = headers[i]
@@ -389,9 +381,12 @@ function Protocol:start_request(method, target, minor, headers)
     elseif name == "te" then
       if find(lower(h[2]), "trailers", 1, true) then trailers_ok = true end
     elseif name == "x-forwarded-proto" then
-      xfp = h[2]
+      xfp = xfp and (xfp .. "," .. h[2]) or h[2]
     elseif name == "x-forwarded-for" then
       xff = xff and (xff .. "," .. h[2]) or h[2]
+    elseif name == "forwarded" then
+      -- one line each: a broken quoted string in one field line cannot swallow the next
+      fwd = fwd and (fwd .. "\n" .. h[2]) or h[2]
     elseif name == "upgrade" then
       upgrade = h[2]
     end
@@ -456,12 +451,8 @@ function Protocol:start_request(method, target, minor, headers)
   end
 
   local client, scheme = self.client, ctx.scheme
-  if self.trusted then
-    if xfp then
-      xfp = lower(xfp:match("^%s*([^,%s]*)"))
-      if xfp == "http" or xfp == "https" then scheme = xfp end
-    end
-    if xff then client = forwarded_client(self, xff) end
+  if self.trusted and (fwd or xff or xfp) then
+    client, scheme = proxy_resolve(ctx.proxy, client, scheme, fwd, xff, xfp)
   end
 
   local lstate = ctx.state

@@ -876,3 +876,78 @@ for _, impl in ipairs(parsers.available(uv)) do
     end)
   end)
 end
+
+-- Proxy headers as the protocol applies them (the choice itself is luvicorn.proxy's, see proxy_spec.lua):
+-- trust decided per connection from the peer, the scope's client and scheme per request.
+describe("http protocol proxy headers", function()
+  local function serve(peer, server, opts, request)
+    local seen
+    opts = opts or {}
+    opts.app = function(scope, _, send)
+      seen = scope
+      send({ type = "http.response.start", status = 200 })
+      send({ type = "http.response.body", body = "" })
+    end
+    opts.parse_head = parsers.available(uv)[1].parse_head
+    opts.log = logging.new({ level = "critical", access_log = false })
+    local p = http.new(http.context(opts), fake_transport(), peer, server)
+    p:data_received(request)
+    return seen, p
+  end
+  local TCP = { "127.0.0.1", 8000 }
+  local UNIX = { "/run/app.sock", nil }
+  local XFF = "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.7, 10.1.2.3\r\nX-Forwarded-Proto: https\r\n\r\n"
+  local FWD = 'GET / HTTP/1.1\r\nHost: x\r\nForwarded: for="[2001:db8::7]:4711";proto=https\r\n'
+    .. "Forwarded: for=10.1.2.3;proto=http\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n"
+
+  it("trusts the default loopback peers, IPv6 included, and any form of their address", function()
+    for _, peer in ipairs({ "127.0.0.1", "::1", "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1" }) do
+      local scope, p = serve({ peer, 5000 }, TCP, nil, XFF)
+      assert.is_true(p.trusted, peer)
+      assert.are.same({ "10.1.2.3", 0 }, scope.client, peer) -- 10.1.2.3 is not trusted by default
+      assert.are.equal("https", scope.scheme)
+    end
+  end)
+
+  it("walks X-Forwarded-For through trusted CIDR networks", function()
+    local scope = serve({ "10.0.0.5", 5000 }, TCP, { forwarded_allow_ips = { "10.0.0.0/8" } }, XFF)
+    assert.are.same({ "203.0.113.7", 0 }, scope.client)
+    assert.are.equal("https", scope.scheme)
+  end)
+
+  it("ignores the headers from an untrusted peer, and with proxy headers off", function()
+    local scope, p = serve({ "192.0.2.1", 5000 }, TCP, { forwarded_allow_ips = { "10.0.0.0/8" } }, XFF)
+    assert.is_false(p.trusted)
+    assert.are.same({ "192.0.2.1", 5000 }, scope.client)
+    assert.are.equal("http", scope.scheme)
+    scope, p = serve({ "127.0.0.1", 5000 }, TCP, { proxy_headers = false }, XFF)
+    assert.is_false(p.trusted)
+    assert.are.same({ "127.0.0.1", 5000 }, scope.client)
+    assert.are.equal("http", scope.scheme)
+  end)
+
+  it("uses Forwarded over X-Forwarded-For, with the port and proto of the chosen element", function()
+    local scope = serve({ "10.0.0.5", 5000 }, TCP, { forwarded_allow_ips = { "10.0.0.0/8" } }, FWD)
+    assert.are.same({ "2001:db8::7", 4711 }, scope.client)
+    assert.are.equal("https", scope.scheme)
+  end)
+
+  it("trusts a Unix-socket peer only with unix:", function()
+    local scope, p = serve(nil, UNIX, { forwarded_allow_ips = { "unix:" } }, XFF)
+    assert.is_true(p.trusted)
+    assert.are.same({ "10.1.2.3", 0 }, scope.client)
+    assert.are.equal("https", scope.scheme)
+    scope, p = serve(nil, UNIX, nil, XFF)
+    assert.is_false(p.trusted)
+    assert.is_nil(scope.client)
+    assert.are.equal("http", scope.scheme)
+  end)
+
+  it("raises the trust list's error from context", function()
+    local ok, err = pcall(http.context, { app = function() end, parse_head = function() end,
+      forwarded_allow_ips = { "127.0.0.1", "10.0.0.0/40" } })
+    assert.is_false(ok)
+    assert.are.equal("--forwarded-allow-ips: invalid entry '10.0.0.0/40': the prefix length must be a number "
+      .. "from 0 to 32", err)
+  end)
+end)
