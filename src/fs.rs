@@ -8,6 +8,7 @@ use crate::event_loop::Core;
 use mlua::prelude::*;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 type Ret = LuaResult<LuaMultiValue>;
@@ -48,6 +49,17 @@ fn finish(
             FsReq::create(lua, Vec::new())?.into_lua_multi(lua)
         }
     }
+}
+
+/// A path argument: the bytes as given (names need not be UTF-8, and `fs_scandir_next` hands them out
+/// as they are), and their text for error messages.
+fn path_arg(a: &Args, i: usize) -> LuaResult<(PathBuf, String)> {
+    let s = a.string(i)?;
+    let shown = s.to_string_lossy();
+    Ok((
+        PathBuf::from(std::ffi::OsStr::from_bytes(&s.as_bytes())),
+        shown,
+    ))
 }
 
 fn time(lua: &Lua, sec: i64, nsec: i64) -> LuaResult<LuaTable> {
@@ -102,23 +114,23 @@ fn stat_table(lua: &Lua, m: &std::fs::Metadata) -> LuaResult<LuaValue> {
 }
 
 pub fn fs_stat(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
-    let path = a.str(1)?;
+    let (path, shown) = path_arg(a, 1)?;
     let r = std::fs::metadata(&path)
         .map_err(|e| errno_of(&e))
         .and_then(|m| stat_table(lua, &m).map_err(|_| libc::ENOMEM));
-    finish(lua, core, a, 2, &path, r)
+    finish(lua, core, a, 2, &shown, r)
 }
 
 pub fn fs_lstat(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
-    let path = a.str(1)?;
+    let (path, shown) = path_arg(a, 1)?;
     let r = std::fs::symlink_metadata(&path)
         .map_err(|e| errno_of(&e))
         .and_then(|m| stat_table(lua, &m).map_err(|_| libc::ENOMEM));
-    finish(lua, core, a, 2, &path, r)
+    finish(lua, core, a, 2, &shown, r)
 }
 
 pub fn fs_realpath(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
-    let path = a.str(1)?;
+    let (path, shown) = path_arg(a, 1)?;
     let r = std::fs::canonicalize(&path)
         .map_err(|e| errno_of(&e))
         .and_then(|p| {
@@ -126,25 +138,25 @@ pub fn fs_realpath(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
                 .map(LuaValue::String)
                 .map_err(|_| libc::ENOMEM)
         });
-    finish(lua, core, a, 2, &path, r)
+    finish(lua, core, a, 2, &shown, r)
 }
 
 pub fn fs_chmod(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
-    let path = a.str(1)?;
+    let (path, shown) = path_arg(a, 1)?;
     let mode = a.int(2)?;
     let mode = u32::try_from(mode).map_err(|_| a.invalid(2, "mode out of range"))?;
     let r = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
         .map(|()| LuaValue::Boolean(true))
         .map_err(|e| errno_of(&e));
-    finish(lua, core, a, 3, &path, r)
+    finish(lua, core, a, 3, &shown, r)
 }
 
 pub fn fs_unlink(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
-    let path = a.str(1)?;
+    let (path, shown) = path_arg(a, 1)?;
     let r = std::fs::remove_file(&path)
         .map(|()| LuaValue::Boolean(true))
         .map_err(|e| errno_of(&e));
-    finish(lua, core, a, 2, &path, r)
+    finish(lua, core, a, 2, &shown, r)
 }
 
 /// `mode` argument `i` as the u32 the OS takes.
@@ -154,32 +166,32 @@ fn mode_arg(a: &Args, i: usize) -> LuaResult<u32> {
 }
 
 pub fn fs_mkdir(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
-    let path = a.str(1)?;
+    let (path, shown) = path_arg(a, 1)?;
     let mode = mode_arg(a, 2)?;
     let r = std::fs::DirBuilder::new()
         .mode(mode)
         .create(&path)
         .map(|()| LuaValue::Boolean(true))
         .map_err(|e| errno_of(&e));
-    finish(lua, core, a, 3, &path, r)
+    finish(lua, core, a, 3, &shown, r)
 }
 
 pub fn fs_rmdir(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
-    let path = a.str(1)?;
+    let (path, shown) = path_arg(a, 1)?;
     let r = std::fs::remove_dir(&path)
         .map(|()| LuaValue::Boolean(true))
         .map_err(|e| errno_of(&e));
-    finish(lua, core, a, 2, &path, r)
+    finish(lua, core, a, 2, &shown, r)
 }
 
 pub fn fs_rename(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
-    let path = a.str(1)?;
-    let new_path = a.str(2)?;
+    let (path, shown) = path_arg(a, 1)?;
+    let (new_path, new_shown) = path_arg(a, 2)?;
     let r = std::fs::rename(&path, &new_path)
         .map(|()| LuaValue::Boolean(true))
         .map_err(|e| errno_of(&e));
     // luv names both paths in the message: "ENOENT: no such file or directory: a -> b".
-    finish(lua, core, a, 3, &format!("{path} -> {new_path}"), r)
+    finish(lua, core, a, 3, &format!("{shown} -> {new_shown}"), r)
 }
 
 /// luv's `uv_fs_t`: what every fs call given a callback returns, and what `fs_scandir` returns in
@@ -188,7 +200,7 @@ pub fn fs_rename(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
 pub struct FsReq {
     /// Names and types, sorted by the bytes of the name (libuv sorts with strcmp).
     entries: Vec<(Vec<u8>, &'static str)>,
-    /// The next entry to hand out; `entries.len()` once the listing is exhausted.
+    /// The next entry to hand out (the entries are dropped once the last one is).
     next: usize,
 }
 
@@ -200,6 +212,7 @@ impl FsReq {
 
 impl LuaUserData for FsReq {
     fn add_fields<F: LuaUserDataFields<Self>>(fields: &mut F) {
+        // Lua's own argument errors name the type by it ("got uv_fs").
         fields.add_meta_field("__name", "uv_fs");
     }
 
@@ -235,7 +248,7 @@ fn dirent_type(e: &std::fs::DirEntry) -> &'static str {
     }
 }
 
-fn read_entries(path: &str) -> Result<Vec<(Vec<u8>, &'static str)>, Errno> {
+fn read_entries(path: &Path) -> Result<Vec<(Vec<u8>, &'static str)>, Errno> {
     let mut entries = Vec::new();
     for e in std::fs::read_dir(path).map_err(|e| errno_of(&e))? {
         let e = e.map_err(|e| errno_of(&e))?;
@@ -249,7 +262,7 @@ fn read_entries(path: &str) -> Result<Vec<(Vec<u8>, &'static str)>, Errno> {
 /// the request at once (as luv does, even when the listing will fail) and calls `callback(nil, req)`
 /// or `callback(err)` on a later tick.
 pub fn fs_scandir(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
-    let path = a.str(1)?;
+    let (path, shown) = path_arg(a, 1)?;
     let cb = a.opt_func(2)?;
     let listing = read_entries(&path);
     let req = |entries| FsReq::create(lua, entries);
@@ -257,7 +270,7 @@ pub fn fs_scandir(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
         return match listing {
             Ok(entries) => req(entries)?.into_lua_multi(lua),
             Err(e) => {
-                let (text, name) = error_text(e, &path);
+                let (text, name) = error_text(e, &shown);
                 (LuaValue::Nil, text, name).into_lua_multi(lua)
             }
         };
@@ -268,7 +281,7 @@ pub fn fs_scandir(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
             (ud.clone(), vec![LuaValue::Nil, LuaValue::UserData(ud)])
         }
         Err(e) => {
-            let text = lua.create_string(error_text(e, &path).0)?;
+            let text = lua.create_string(error_text(e, &shown).0)?;
             (req(Vec::new())?, vec![LuaValue::String(text)])
         }
     };

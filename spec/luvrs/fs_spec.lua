@@ -177,6 +177,19 @@ describe("fs directories", function()
     rm_tree(dir)
   end)
 
+  it("names that are not UTF-8 come back as their bytes and work as paths", function()
+    local dir = tmpdir()
+    local name = "\xff\xfe.lua"
+    write(dir .. "/" .. name, "abc")
+    assert.same({ name, "file" }, { uv.fs_scandir_next(assert(uv.fs_scandir(dir))) })
+    assert.equal(3, assert(uv.fs_stat(dir .. "/" .. name)).size)
+    assert.equal(true, uv.fs_rename(dir .. "/" .. name, dir .. "/\xfd"))
+    assert.equal(true, uv.fs_mkdir(dir .. "/\xfc", 493))
+    assert.equal(true, uv.fs_rmdir(dir .. "/\xfc"))
+    assert.equal(true, uv.fs_unlink(dir .. "/\xfd"))
+    assert.equal(true, uv.fs_rmdir(dir))
+  end)
+
   it("fs_scandir reports character devices", function()
     local found
     for name, kind in uv.fs_scandir_next, assert(uv.fs_scandir("/dev")) do
