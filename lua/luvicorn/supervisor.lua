@@ -62,6 +62,10 @@ function M.run(config, argv, log)
   end
   local target = config.workers or 1
   if config.reload then
+    if config.reload_delay <= 0 then
+      log:error("--reload-delay must be above 0")
+      return 3
+    end
     if target > 1 then log:warning("--reload runs one worker: --workers is ignored") end
     target = 1
   end
