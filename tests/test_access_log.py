@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -265,6 +266,99 @@ class WholeLinesTest(unittest.TestCase):
         for p in procs:
             self.assertEqual(p.wait(60), 0)
         self.check(text)
+
+
+@unittest.skipUnless(HAS_LUVRS or LOOP == "luv", "build luvrs first (make build)")
+class WorkersLogTest(unittest.TestCase):
+    """`--workers 2` and one access-log file: each worker opens it for appending; concurrent requests
+    of many sizes leave whole lines; SIGUSR1 to the supervisor makes every worker reopen it."""
+
+    def setUp(self):
+        self.app = write_app(self, APP)
+        self.dir = tempfile.mkdtemp(prefix="luvicorn_wlogs_")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.access_log = os.path.join(self.dir, "access.log")
+        config = os.path.join(self.dir, "log.lua")
+        with open(config, "w") as f:
+            f.write('return { access_log = %s, access_log_format = "$pid $http_x_n $http_x_pad" }'
+                    % json.dumps(self.access_log))
+        self.server = Luvicorn(self.app, "--lifespan", "off", "--workers", "2", "--log-config", config).started()
+        self.addCleanup(self.server.kill)
+        self.sent = 0
+
+    def requests(self, count, threads=4):
+        """`count` requests on fresh connections from `threads` threads; returns their numbers."""
+        first = self.sent
+        self.sent += count
+
+        def client(numbers):
+            for n in numbers:
+                conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=10)
+                try:
+                    conn.request("GET", "/", headers={"Connection": "close", "X-N": str(n),
+                                                      "X-Pad": "p" * (n * 7919 % 3000)})
+                    conn.getresponse().read()
+                finally:
+                    conn.close()
+
+        numbers = list(range(first, first + count))
+        workers = [threading.Thread(target=client, args=(numbers[i::threads],)) for i in range(threads)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join(60)
+        return numbers
+
+    def parse(self, path, expect):
+        """Waits until `path` holds `expect` lines; checks every one; returns {number: pid}."""
+        def lines():
+            try:
+                with open(path) as f:
+                    text = f.read()
+            except FileNotFoundError:
+                return None
+            return text if text.count("\n") >= expect else None
+        deadline = time.monotonic() + DEADLINE
+        text = lines()
+        while text is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            text = lines()
+        self.assertIsNotNone(text, "%s: fewer than %d lines within %ss" % (path, expect, DEADLINE))
+        found = {}
+        for line in text.split("\n")[:-1]:
+            m = re.match(r"^(\d+) (\d+) (p*|-)$", line)
+            self.assertIsNotNone(m, "a broken line: %r" % line[:200])
+            n = int(m.group(2))
+            self.assertEqual(len(m.group(3).replace("-", "")), n * 7919 % 3000, line[:200])
+            found[n] = int(m.group(1))
+        return found
+
+    def test_whole_lines_and_sigusr1(self):
+        numbers = self.requests(300)
+        found = self.parse(self.access_log, len(numbers))
+        self.assertEqual(sorted(found), numbers)
+        pids = set(found.values())
+        # the kernel spreads 300 fresh connections over both workers
+        self.assertEqual(len(pids), 2, pids)
+        os.rename(self.access_log, self.access_log + ".1")
+        self.server.proc.send_signal(signal.SIGUSR1)
+        # each worker reopens when its loop sees the signal: requests until both wrote to the new file
+        seen = {}
+        deadline = time.monotonic() + DEADLINE
+        while set(seen.values()) != pids and time.monotonic() < deadline:
+            self.requests(20)
+            if os.path.exists(self.access_log):
+                with open(self.access_log) as f:
+                    for line in f.read().split("\n")[:-1]:
+                        pid, n = line.split(" ")[:2]
+                        seen[int(n)] = int(pid)
+        self.assertEqual(set(seen.values()), pids, "not every worker reopened the access log")
+        self.assertEqual(self.server.stop(), 0, self.server.log())
+        old = self.parse(self.access_log + ".1", len(numbers))
+        new = self.parse(self.access_log, 1)
+        # every request is in exactly one of the two files
+        self.assertEqual(set(old) & set(new), set())
+        self.assertEqual(sorted(set(old) | set(new)), list(range(self.sent)))
 
 
 if __name__ == "__main__":
