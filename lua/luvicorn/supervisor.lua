@@ -85,6 +85,12 @@ end
 
 function Sup:main()
   local uv, config, log = self.uv, self.config, self.log
+  -- configuration errors once here, not once per worker
+  local trust, terr = require("luvicorn.proxy").parse(config.forwarded_allow_ips or {})
+  if not trust then
+    log:error(terr)
+    return 3
+  end
   if config.preload then
     -- a fresh process cannot share the loaded app with its workers; this checks it loads, once
     local app, err = require("luvicorn").load_app(config.app, config.factory, config.app_dir)
