@@ -234,6 +234,13 @@ class WorkersTest(unittest.TestCase):
         self.assertIn("this app refuses to load", server.log())
         self.assertIn("The application cannot start", server.log())
 
+    def test_a_configuration_error_is_reported_once_before_any_worker_starts(self):
+        server = Luvicorn(APP, "--workers", "2", "--forwarded-allow-ips", "nope", loop=self.loop)
+        self.addCleanup(server.kill)
+        self.assertEqual(server.proc.wait(10), 3, server.log())
+        self.assertEqual(server.log().count("--forwarded-allow-ips: invalid entry 'nope'"), 1, server.log())
+        self.assertNotIn("Started server process", server.log())
+
     def test_several_addresses_at_once(self):
         path = os.path.join(tempfile.mkdtemp(prefix="luvicorn_binds_"), "app.sock")
         self.addCleanup(os.rmdir, os.path.dirname(path))
