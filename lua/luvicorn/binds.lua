@@ -146,9 +146,7 @@ function M.open(uv, spec, opts)
       handle:close()
       return nil, ("cannot bind %s: %s"):format(M.authority(host, spec.port), tostring(err))
     end
-    local name = handle:getsockname()
-    addr = { name.ip, name.port }
-    text = "http://" .. M.authority(name.ip, name.port)
+    addr, text = { host, spec.port }, "http://" .. M.authority(host, spec.port)
   end
   local listener = { handle = handle, kind = kind, addr = addr, spec = spec, text = text,
     path = spec.kind == "unix" and spec.path or nil }
@@ -160,6 +158,16 @@ function M.open(uv, spec, opts)
       M.close(listener)
       return nil, ("cannot listen on %s: %s"):format(text, tostring(err))
     end
+  end
+  if spec.kind == "tcp" then
+    -- after listen: libuv reports a taken port there, not at bind; and port 0 is chosen by now
+    local name, err = handle:getsockname()
+    if not name then
+      M.close(listener)
+      return nil, ("cannot bind %s: %s"):format(text, tostring(err))
+    end
+    listener.addr = { name.ip, name.port }
+    listener.text = "http://" .. M.authority(name.ip, name.port)
   end
   return listener
 end
