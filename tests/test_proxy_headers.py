@@ -116,12 +116,16 @@ class ProxyHeaders(unittest.TestCase):
         scope, _ = get(addr, [("Forwarded", 'for="[2001:db8:cafe::17]:4711";proto=https;host=example.com')])
         self.assertEqual(scope["client"], ["2001:db8:cafe::17", 4711])
         self.assertEqual(scope["scheme"], "https")
-        # several elements and lines, walked from the right, proto from the chosen element; Forwarded wins
+        # several elements and lines, walked from the right, proto from the chosen element
         scope, _ = get(addr, [("Forwarded", "for=192.0.2.1;proto=http, For=192.0.2.60;Proto=HTTPS"),
-                              ("Forwarded", 'for="127.0.0.1:9000";proto=http'),
-                              ("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Proto", "http")])
+                              ("Forwarded", 'for="127.0.0.1:9000";proto=http')])
         self.assertEqual(scope["client"], ["192.0.2.60", 0])
         self.assertEqual(scope["scheme"], "https")
+        # X-Forwarded-* win: a proxy that appends to X-Forwarded-For may pass the client's Forwarded on
+        scope, _ = get(addr, [("Forwarded", "for=6.6.6.6;proto=https"),
+                              ("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Proto", "http")])
+        self.assertEqual(scope["client"], ["203.0.113.7", 0])
+        self.assertEqual(scope["scheme"], "http")
         # obfuscated identifier: unknown client
         scope, _ = get(addr, [("Forwarded", "for=_hidden;proto=https")])
         self.assertIsNone(scope["client"])

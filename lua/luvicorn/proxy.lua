@@ -399,8 +399,10 @@ local function client_of(text)
   return { host, port or 0 }
 end
 
----The client and scheme of a request from a trusted peer. Forwarded, when it has at least one element,
----wins over X-Forwarded-For/-Proto (these are then ignored). The client is the first hop, walking from
+---The client and scheme of a request from a trusted peer. X-Forwarded-For/-Proto, when either is present,
+---win over Forwarded (which is then ignored): proxies append to X-Forwarded-For, but nginx and most
+---others pass a client's own Forwarded header on untouched, so Forwarded is believed only from a proxy
+---chain that sends no X-Forwarded-* at all. The client is the first hop, walking from
 ---the right, that is not a trusted address (all trusted: the leftmost; with `*`: always the leftmost);
 ---a hop that is not an address (`unknown`, `_hidden`, garbage, an element without `for=`) is never
 ---trusted, and when it is the one chosen the client is nil (unknown). A Forwarded header in which no
@@ -416,7 +418,7 @@ end
 ---@return table|nil client
 ---@return string scheme
 function M.resolve(trust, client, scheme, forwarded, xff, xfp)
-  if forwarded then
+  if forwarded and not xff and not xfp then
     local els = M.parse_forwarded(forwarded)
     local n = #els
     if n > 0 then

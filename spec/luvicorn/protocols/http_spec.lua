@@ -898,7 +898,7 @@ describe("http protocol proxy headers", function()
   local UNIX = { "/run/app.sock", nil }
   local XFF = "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.7, 10.1.2.3\r\nX-Forwarded-Proto: https\r\n\r\n"
   local FWD = 'GET / HTTP/1.1\r\nHost: x\r\nForwarded: for="[2001:db8::7]:4711";proto=https\r\n'
-    .. "Forwarded: for=10.1.2.3;proto=http\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n"
+    .. "Forwarded: for=10.1.2.3;proto=http\r\n\r\n"
 
   it("trusts the default loopback peers, IPv6 included, and any form of their address", function()
     for _, peer in ipairs({ "127.0.0.1", "::1", "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1" }) do
@@ -926,10 +926,17 @@ describe("http protocol proxy headers", function()
     assert.are.equal("http", scope.scheme)
   end)
 
-  it("uses Forwarded over X-Forwarded-For, with the port and proto of the chosen element", function()
+  it("uses Forwarded, with the port and proto of the chosen element", function()
     local scope = serve({ "10.0.0.5", 5000 }, TCP, { forwarded_allow_ips = { "10.0.0.0/8" } }, FWD)
     assert.are.same({ "2001:db8::7", 4711 }, scope.client)
     assert.are.equal("https", scope.scheme)
+  end)
+
+  it("ignores Forwarded when X-Forwarded-For is there: a proxy may pass the client's own on", function()
+    local scope = serve({ "10.0.0.5", 5000 }, TCP, { forwarded_allow_ips = { "10.0.0.0/8" } },
+      FWD:gsub("\r\n\r\n$", "\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n"))
+    assert.are.same({ "198.51.100.1", 0 }, scope.client)
+    assert.are.equal("http", scope.scheme)
   end)
 
   it("trusts a Unix-socket peer only with unix:", function()
