@@ -751,9 +751,9 @@ function Protocol:shutdown()
   if self.state == "upgraded" then return self.upgraded:shutdown() end
   if self.state == "closed" then return end
   if self.state == "head" then
-    if self.requests > 0 and self.buf == "" then return self:close() end
-    -- A connection accepted just before the shutdown has a request on its way (or partly read): closing
-    -- it would fail a request no other process can answer now. It gets a short grace to send its head.
+    -- Closing at once would fail a request already on its way: the first one of a connection accepted
+    -- just before, or the next one a proxy sends on its idle keep-alive connection (nginx does not retry
+    -- a POST). A short grace lets it arrive; it is answered with connection: close.
     self.deadline = math.min(self.deadline, self.ctx.clock() + SHUTDOWN_HEAD_GRACE_MS)
   elseif self.cycle then
     self.cycle.keep_alive = false

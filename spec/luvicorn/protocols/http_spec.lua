@@ -631,11 +631,30 @@ for _, impl in ipairs(parsers.available(uv)) do
     end)
 
     describe("graceful shutdown", function()
-      it("closes an idle keep-alive connection at once", function()
+      it("gives an idle keep-alive connection a second, then closes it", function()
         local p, t = make(hello)
         p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert.is_false(t.closed)
+        p.ctx.shutting_down = true
         p:shutdown()
+        now = now + 999
+        p:check_timeout(now)
+        assert.is_false(t.closed)
+        now = now + 1
+        p:check_timeout(now)
+        assert.is_true(t.closed)
+      end)
+
+      it("answers a request that arrives in that second with connection: close", function()
+        local p, t = make(hello)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        p.ctx.shutting_down = true
+        p:shutdown()
+        now = now + 300
+        p:data_received("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        local r = responses(t.text())
+        assert.are.equal(2, #r)
+        assert.are.equal(200, r[2].status)
+        assert.are.equal("close", r[2].headers.connection)
         assert.is_true(t.closed)
       end)
 
