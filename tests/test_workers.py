@@ -275,8 +275,8 @@ class WorkersLuvTest(unittest.TestCase):
 class ReusePortTest(unittest.TestCase):
     """--reuse-port: one listening socket per worker; the kernel spreads new connections over them by a
     hash of the client's address and port. (Retiring a worker closes its socket, and connections queued
-    on it at that instant are reset: the retirement tests run on a shared socket only.)"""
-    loop = LOOP
+    on it at that instant are reset: the retirement tests run on a shared socket only.) luvrs only."""
+    loop = "luvrs"
     kill_workers = WorkersTest.kill_workers
     test_two_workers_serve_with_distinct_pids = WorkersTest.test_two_workers_serve_with_distinct_pids
     test_killed_worker_is_replaced = WorkersTest.test_killed_worker_is_replaced
