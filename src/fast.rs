@@ -29,7 +29,7 @@ unsafe fn core_of<'a>(l: *mut ffi::lua_State) -> &'a Core {
 }
 
 /// Calls the full implementation (upvalue 2) with this call's arguments.
-unsafe fn fallback(l: *mut ffi::lua_State) -> c_int {
+pub(crate) unsafe fn fallback(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: upvalue 2 is the exported function; the arguments are on the stack.
     unsafe {
         let n = ffi::lua_gettop(l);
@@ -305,6 +305,11 @@ const FAST: &[(&str, ffi::lua_CFunction)] = &[
     ("timer_stop", timer_stop),
     ("write", write),
     ("try_write", try_write),
+    ("http_parse_head", crate::http_parser::http_parse_head_fast),
+    (
+        "http_parse_request",
+        crate::http_parser::http_parse_request_fast,
+    ),
 ];
 
 /// Puts the fast paths in the module table, each over the full implementation it replaces.

@@ -265,6 +265,7 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     // extensions
     ("sendfile", stream::sendfile),
     ("http_parse_head", http_parser::http_parse_head),
+    ("http_parse_request", http_parser::http_parse_request),
     ("new_deflate", deflate::new_deflate),
     ("new_inflate", deflate::new_inflate),
 ];

@@ -81,13 +81,17 @@ local STATUS_OK = {} -- statuses seen before (integers in 100..999)
 local function hex_byte(h) return char(tonumber(h, 16)) end
 
 ---Builds the state shared by every connection of a server.
----@param opts table app (callable), parse_head (fn), log (logger), and the config fields below
+---@param opts table app (callable), parse_head (fn), parse_request (fn, optional: native), log (logger), and
+---the config fields below
 ---@return table ctx
 function M.context(opts)
   if type(opts) ~= "table" then error("luvicorn.protocols.http.context: argument 'opts' must be a table", 2) end
   if opts.app == nil then error("luvicorn.protocols.http.context: argument 'opts.app' is required", 2) end
   if type(opts.parse_head) ~= "function" then
     error("luvicorn.protocols.http.context: argument 'opts.parse_head' must be a function", 2)
+  end
+  if opts.parse_request ~= nil and type(opts.parse_request) ~= "function" then
+    error("luvicorn.protocols.http.context: argument 'opts.parse_request' must be a function or nil", 2)
   end
   local extra = {}
   for i, h in ipairs(opts.headers or {}) do extra[i] = h[1] .. ": " .. h[2] .. "\r\n" end
@@ -97,6 +101,7 @@ function M.context(opts)
   return {
     app = opts.app,
     parse_head = opts.parse_head,
+    parse_request = opts.parse_request or false, -- the head parser plus scan_request, in one native call
     log = opts.log or logging.new({ level = "warning", access_log = false }),
     clock = opts.clock or function() return os.time() * 1000 end,
     time = opts.time or os.time,
@@ -318,7 +323,17 @@ function Protocol:process()
         end
         break
       end
-      local consumed, method, target, minor, headers = ctx.parse_head(buf, ctx.max_head, ctx.max_headers)
+      -- A native parse_request (luvrs) also does start_request's field checks and target split;
+      -- its rejections come back like the parser's.
+      local parse_request = ctx.parse_request
+      local consumed, method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
+        trailers_ok, upgrade, proxied
+      if parse_request then
+        consumed, method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
+          trailers_ok, upgrade, proxied = parse_request(buf, ctx.max_head, ctx.max_headers, ctx.max_body)
+      else
+        consumed, method, target, minor, headers = ctx.parse_head(buf, ctx.max_head, ctx.max_headers)
+      end
       if consumed == nil then
         if self.deadline_kind ~= "head" then
           self.deadline = ctx.clock() + ctx.head_ms
@@ -331,7 +346,12 @@ function Protocol:process()
       end
       if consumed == #buf then self.buf = "" else self.buf = sub(buf, consumed + 1) end
       self.deadline, self.deadline_kind = nil, nil
-      self:start_request(method, target, minor, headers)
+      if parse_request then
+        self:begin_request(method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
+          trailers_ok, upgrade, proxied)
+      else
+        self:start_request(method, target, minor, headers)
+      end
     elseif state == "body" then
       if not self:read_body() then break end
     else
@@ -364,9 +384,20 @@ local function forwarded_client(self, xff)
   return self.client
 end
 
-function Protocol:start_request(method, target, minor, headers)
-  local ctx = self.ctx
-  local cl, te, conn, host_n, expect, trailers_ok, xfp, xff, upgrade
+---Checks a request head's fields and splits its target: the Lua twin of luvrs's
+---`uv.http_parse_request` (a differential spec holds them to the same results).
+---@return string|false raw_path (false: rejected, with status and reason next)
+---@return string|integer query_string_or_status
+---@return string|nil path_or_reason
+---@return integer|false content_length
+---@return boolean chunked
+---@return boolean keep_alive what the Connection header and the version ask for
+---@return boolean expect_100
+---@return boolean trailers `TE: trailers`
+---@return string|false upgrade the last Upgrade value
+---@return boolean proxied an X-Forwarded-For, X-Forwarded-Proto or Forwarded field is present
+local function scan_request(target, minor, headers, max_body)
+  local cl, te, conn, host_n, expect, trailers_ok, proxied, upgrade
   host_n = 0
   for i = 1, #headers do
     local h = headers[i]
@@ -375,9 +406,9 @@ function Protocol:start_request(method, target, minor, headers)
       host_n = host_n + 1
     elseif name == "content-length" then
       local v = h[2]
-      if not find(v, "^%d+$") or #v > 15 then return self:reject(400, "Invalid Content-Length") end
+      if not find(v, "^%d+$") or #v > 15 then return false, 400, "Invalid Content-Length" end
       v = tonumber(v)
-      if cl and cl ~= v then return self:reject(400, "Conflicting Content-Length headers") end
+      if cl and cl ~= v then return false, 400, "Conflicting Content-Length headers" end
       cl = v
     elseif name == "transfer-encoding" then
       te = te and (te .. "," .. h[2]) or h[2]
@@ -387,30 +418,28 @@ function Protocol:start_request(method, target, minor, headers)
       if lower(h[2]) == "100-continue" then expect = true end
     elseif name == "te" then
       if find(lower(h[2]), "trailers", 1, true) then trailers_ok = true end
-    elseif name == "x-forwarded-proto" then
-      xfp = h[2]
-    elseif name == "x-forwarded-for" then
-      xff = xff and (xff .. "," .. h[2]) or h[2]
+    elseif name == "x-forwarded-proto" or name == "x-forwarded-for" or name == "forwarded" then
+      proxied = true
     elseif name == "upgrade" then
       upgrade = h[2]
     end
   end
-  if minor == 1 and host_n == 0 then return self:reject(400, "Missing Host header") end
-  if host_n > 1 then return self:reject(400, "Multiple Host headers") end
+  if minor == 1 and host_n == 0 then return false, 400, "Missing Host header" end
+  if host_n > 1 then return false, 400, "Multiple Host headers" end
   local chunked = false
   if te then
-    if cl then return self:reject(400, "Both Content-Length and Transfer-Encoding") end
-    if minor == 0 then return self:reject(400, "Transfer-Encoding in an HTTP/1.0 request") end
+    if cl then return false, 400, "Both Content-Length and Transfer-Encoding" end
+    if minor == 0 then return false, 400, "Transfer-Encoding in an HTTP/1.0 request" end
     local codings = lower(gsub(te, "[ \t]", ""))
     if codings ~= "chunked" then
       if find(codings, "chunked", 1, true) and not find(codings, "chunked$") then
-        return self:reject(400, "Transfer-Encoding must end with chunked")
+        return false, 400, "Transfer-Encoding must end with chunked"
       end
-      return self:reject(501, "Unsupported Transfer-Encoding")
+      return false, 501, "Unsupported Transfer-Encoding"
     end
     chunked = true
   end
-  if cl and ctx.max_body and cl > ctx.max_body then return self:reject(413, "Request body too large") end
+  if cl and max_body and cl > max_body then return false, 413, "Request body too large" end
 
   -- the request target: origin-form, absolute-form, or "*" (split once per distinct short target)
   local raw_path, query, path
@@ -424,7 +453,7 @@ function Protocol:start_request(method, target, minor, headers)
     if byte(raw_path, 1) ~= 47 then
       if raw_path ~= "*" then
         local rest = raw_path:match("^[hH][tT][tT][pP][sS]?://[^/]*(.*)$")
-        if not rest then return self:reject(400, "Invalid request target") end
+        if not rest then return false, 400, "Invalid request target" end
         raw_path = rest == "" and "/" or rest
       end
     end
@@ -434,15 +463,46 @@ function Protocol:start_request(method, target, minor, headers)
       ntargets = ntargets + 1
     end
   end
-  local root = ctx.root_path
-  if root ~= "" then path, raw_path = root .. path, root .. raw_path end
-
   local keep_alive
   if minor == 1 then
     keep_alive = not (conn and conn.close)
   else
     keep_alive = (conn and conn["keep-alive"] and not conn.close) or false
   end
+  return raw_path, query, path, cl or false, chunked, keep_alive, expect or false, trailers_ok or false,
+    upgrade or false, proxied or false
+end
+M.scan_request = scan_request
+
+-- The proxy fields of a request whose peer is trusted, gathered as the proxy resolution wants them.
+local function proxy_fields(headers)
+  local xfp, xff
+  for i = 1, #headers do
+    local h = headers[i]
+    local name = h[1]
+    if name == "x-forwarded-proto" then
+      xfp = h[2]
+    elseif name == "x-forwarded-for" then
+      xff = xff and (xff .. "," .. h[2]) or h[2]
+    end
+  end
+  return xfp, xff
+end
+
+function Protocol:start_request(method, target, minor, headers)
+  local raw_path, query, path, cl, chunked, keep_alive, expect, trailers_ok, upgrade, proxied =
+    scan_request(target, minor, headers, self.ctx.max_body)
+  if not raw_path then return self:reject(query, path) end
+  return self:begin_request(method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive,
+    expect, trailers_ok, upgrade, proxied)
+end
+
+function Protocol:begin_request(method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive,
+                                expect, trailers_ok, upgrade, proxied)
+  local ctx = self.ctx
+  local root = ctx.root_path
+  if root ~= "" then path, raw_path = root .. path, root .. raw_path end
+
   if ctx.shutting_down then keep_alive = false end
   ctx.total = ctx.total + 1
   self.requests = self.requests + 1
@@ -455,7 +515,8 @@ function Protocol:start_request(method, target, minor, headers)
   end
 
   local client, scheme = self.client, ctx.scheme
-  if self.trusted then
+  if proxied and self.trusted then
+    local xfp, xff = proxy_fields(headers)
     if xfp then
       xfp = lower(xfp:match("^%s*([^,%s]*)"))
       if xfp == "http" or xfp == "https" then scheme = xfp end
