@@ -29,16 +29,50 @@ pub enum Parsed {
     Reject(u16, &'static str),
 }
 
+/// Byte classes, one bit each, looked up once per byte (the parser's inner loops).
+const TCHAR: u8 = 1;
+const TARGET: u8 = 2;
+const VALUE: u8 = 4;
+
+const CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let mut k = 0;
+        if b.is_ascii_alphanumeric() {
+            k |= TCHAR;
+        }
+        let mut i = 0;
+        let extra = b"!#$%&'*+-.^_`|~";
+        while i < extra.len() {
+            if extra[i] == b {
+                k |= TCHAR;
+            }
+            i += 1;
+        }
+        if (b >= 0x21 && b <= 0x7e) || b >= 0x80 {
+            k |= TARGET;
+        }
+        if b == b'\t' || (b >= 0x20 && b <= 0x7e) || b >= 0x80 {
+            k |= VALUE;
+        }
+        t[c] = k;
+        c += 1;
+    }
+    t
+};
+
 fn is_tchar(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+    CLASSES[c as usize] & TCHAR != 0
 }
 
 fn is_target(c: u8) -> bool {
-    (0x21..=0x7e).contains(&c) || c >= 0x80
+    CLASSES[c as usize] & TARGET != 0
 }
 
 fn is_value(c: u8) -> bool {
-    c == b'\t' || (0x20..=0x7e).contains(&c) || c >= 0x80
+    CLASSES[c as usize] & VALUE != 0
 }
 
 fn is_ctl(c: u8) -> bool {
@@ -53,6 +87,23 @@ fn find(b: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
         .windows(pat.len())
         .position(|w| w == pat)
         .map(|p| p + from)
+}
+
+/// The first CRLFCRLF at or after `from`: tests the last byte first, so most positions cost one
+/// comparison.
+fn find_head_end(b: &[u8], from: usize) -> Option<usize> {
+    let mut i = from + 3;
+    while i < b.len() {
+        if b[i] == b'\n' {
+            if b[i - 1] == b'\r' && b[i - 2] == b'\n' && b[i - 3] == b'\r' {
+                return Some(i - 3);
+            }
+            i += 2; // one ending at i + 1 would need b[i] to be CR
+        } else {
+            i += 1;
+        }
+    }
+    None
 }
 
 fn too_large(b: &[u8], s: usize, max_head: usize) -> Parsed {
@@ -121,7 +172,7 @@ pub fn parse(b: &[u8], max_head: usize, max_headers: usize) -> Parsed {
     while b.len() >= s + 2 && b[s] == b'\r' && b[s + 1] == b'\n' {
         s += 2;
     }
-    let Some(e) = find(b, s, b"\r\n\r\n") else {
+    let Some(e) = find_head_end(b, s) else {
         let rest = &b[s..];
         if rest.iter().any(|&c| is_ctl(c)) {
             return Parsed::Reject(400, "Invalid character in request head");
