@@ -11,6 +11,14 @@ out=bench/results.md
 row() { echo "$*" | tee -a "$out"; }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# tree_ticks PID: CPU ticks of PID and its live children (a supervisor and its workers).
+tree_ticks() {
+  local total=0 f
+  total=$(cpu_ticks "$1")
+  for f in /proc/[0-9]*/stat; do
+    awk -v p="$1" '{ sub(/^.*\) /, ""); if ($2 == p) print $12 + $13 }' "$f" 2>/dev/null
+  done | { while read -r t; do total=$((total + t)); done; echo "$total"; }
+}
 
 # wait_http PORT: until the server answers, 10 s at most.
 wait_http() {
@@ -23,17 +31,18 @@ wait_http() {
 }
 
 # http_bench NAME PORT CMD...: starts CMD on core 0, wrk on core 1; prints req/s and server CPU µs/req.
+# SERVER_CORES and WRK_CORES change the pinning.
 http_bench() {
   local name=$1 port=$2
   shift 2
-  taskset -c 0 "$@" >/dev/null 2>&1 &
+  taskset -c "${SERVER_CORES:-0}" "$@" >/dev/null 2>&1 &
   local pid=$!
   wait_http "$port"
   local t0 r
-  t0=$(cpu_ticks "$pid")
-  r=$(taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" "http://127.0.0.1:$port/" | awk '/^Requests\/sec/ {print $2} /requests in/ {print $1}')
+  t0=$(tree_ticks "$pid")
+  r=$(taskset -c "${WRK_CORES:-1}" wrk -t1 -c64 -d"${DURATION}s" "http://127.0.0.1:$port/" | awk '/^Requests\/sec/ {print $2} /requests in/ {print $1}')
   local t1 reqs rps
-  t1=$(cpu_ticks "$pid")
+  t1=$(tree_ticks "$pid")
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   reqs=$(echo "$r" | head -1)
@@ -91,6 +100,20 @@ if [ -f lua/luvicorn/cli.lua ] && [ -f examples/hello.lua ]; then
       --port "$port" --loop "$1" --http "$2" --no-access-log --log-level warning)"
     row "| Luvicorn --loop $1 --http $2 | $rps | $us |"
     base_rps="$base_rps$rps"
+  done
+fi
+
+if [ -f lua/luvicorn/supervisor.lua ]; then
+  row ""
+  row "## Luvicorn --workers (issue 8), wrk -t1 -c64 -d${DURATION}s, nothing pinned (2 cores for all)"
+  row ""
+  row "| server | req/s | server CPU µs/request (all processes) |"
+  row "|---|---:|---:|"
+  for n in 1 2; do
+    port=$((18100 + n))
+    IFS='|' read -r _ rps us <<<"$(SERVER_CORES=0,1 WRK_CORES=0,1 http_bench "w-$n" "$port" lua5.4 bin/luvicorn \
+      examples/hello.lua --port "$port" --workers "$n" --no-access-log --log-level warning)"
+    row "| Luvicorn --loop luvrs --workers $n | $rps | $us |"
   done
 fi
 

@@ -262,6 +262,11 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("fs_realpath", fs::fs_realpath),
     ("fs_chmod", fs::fs_chmod),
     ("fs_unlink", fs::fs_unlink),
+    ("fs_scandir", fs::fs_scandir),
+    ("fs_scandir_next", fs::fs_scandir_next),
+    ("fs_mkdir", fs::fs_mkdir),
+    ("fs_rmdir", fs::fs_rmdir),
+    ("fs_rename", fs::fs_rename),
     // extensions
     ("sendfile", stream::sendfile),
     ("http_parse_head", http_parser::http_parse_head),

@@ -4,10 +4,12 @@ local M = {}
 
 local config_mod = require("luvicorn.config")
 
----Runs the command with `argv` (arg[1..n]); returns the exit code.
+---Runs the command with `argv` (arg[1..n]); returns the exit code. `worker` is set when a supervisor
+---started this process as one of its workers (see luvicorn.worker).
 ---@param argv string[]
+---@param worker? table
 ---@return integer
-function M.main(argv)
+function M.main(argv, worker)
   if type(argv) ~= "table" then error("luvicorn.cli.main: argument 'argv' must be a table", 2) end
   local ok, config = pcall(config_mod.parse, argv)
   if not ok then
@@ -40,7 +42,14 @@ function M.main(argv)
     end
   end
   local logging = require("luvicorn.logging")
-  local log = logging.new({ level = config.log_level, access_log = config.access_log })
+  local log, log_err = logging.from_config(config)
+  if not log then
+    io.stderr:write("ERROR:    ", log_err, "\n")
+    return 3
+  end
+  if not worker and (config.workers or config.reload) then
+    return require("luvicorn.supervisor").run(config, argv, log)
+  end
   -- choose the loop before the app loads, so an app that requires "luvicorn.loop" gets the same one
   local lok, lerr = pcall(require("luvicorn.loop_choice").use, config.loop)
   if not lok then
@@ -54,6 +63,7 @@ function M.main(argv)
     return 3
   end
   local server = require("luvicorn.server").new(app, config, log)
+  server.worker = worker
   return server:run()
 end
 

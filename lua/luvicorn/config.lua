@@ -22,8 +22,9 @@ M.OPTIONS = {
     .. "supervisor's health check for this many seconds." },
   { "reload", "flag", false, "Restart the server when a watched file changes (development; not with workers)." },
   { "reload-dir", "strings", nil, "Directory to watch for --reload (repeatable; default: the current directory)." },
-  { "reload-include", "strings", nil, "Glob of files to watch for --reload (repeatable; default: *.lua)." },
-  { "reload-exclude", "strings", nil, "Glob of files to ignore for --reload (repeatable; default: .*, *~)." },
+  { "reload-include", "strings", nil, "Glob of files to watch for --reload, added to *.lua (repeatable)." },
+  { "reload-exclude", "strings", nil, "Glob of files or directories to ignore for --reload, added to .*, *~ "
+    .. "and *.swp (repeatable)." },
   { "reload-delay", "number", 0.25, "Seconds between two scans of the watched files." },
   { "loop", "choice", "luvrs", "Event loop module.", { "luvrs", "luv" } },
   { "http", "choice", "native", "Request-head parser (native falls back to lua on luv).", { "native", "lua" } },
@@ -264,6 +265,7 @@ function M.parse(argv, getenv)
     end
   end
   c.hosts = cli.hosts or { c.host }
+  c.host_given = cli.hosts ~= nil
   c.app = positional[1] or env("LUVICORN_APP")
   c.env_file_vars = file_vars
   return c

@@ -100,6 +100,11 @@ end
 function M.run(app, opts)
   if not callable(app) then error("luvicorn.run: argument 'app' must be callable", 2) end
   local config = config_mod.normalize(opts)
+  if config.workers or config.reload then
+    -- each worker is a fresh process that loads the app by name: a Lua value cannot travel there
+    error("luvicorn.run: options 'workers' and 'reload' need the app as an import string: use the luvicorn "
+      .. "command (luvicorn APP --workers N)", 2)
+  end
   local server = require("luvicorn.server").new(app, config, opts and opts.log)
   return server:run()
 end

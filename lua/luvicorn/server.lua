@@ -8,6 +8,7 @@ local parsers = require("luvicorn.parsers")
 local logging = require("luvicorn.logging")
 local lifespan_mod = require("luvicorn.lifespan")
 local loop_choice = require("luvicorn.loop_choice")
+local binds = require("luvicorn.binds")
 
 local concat, sub, type, pairs = table.concat, string.sub, type, pairs
 
@@ -33,7 +34,8 @@ function M.new(app, config, log)
   return setmetatable({
     app = app,
     config = config,
-    log = log or logging.new({ level = config.log_level, access_log = config.access_log }),
+    -- a bad --log-config / --access-log-format raises here for luvicorn.run; the command checks first
+    log = log or assert(logging.from_config(config)),
     conns = {},
     nconns = 0,
     listeners = {},
@@ -128,11 +130,6 @@ end
 
 ---------------------------------------------------------------------------------------------------
 
-local function addr_str(host, port)
-  if host:find(":", 1, true) then return ("[%s]:%d"):format(host, port) end
-  return ("%s:%d"):format(host, port)
-end
-
 function Server:on_connection(listener)
   local uv = self.uv
   local stream = listener.kind == "pipe" and uv.new_pipe(false) or uv.new_tcp()
@@ -201,93 +198,35 @@ end
 
 function Server:listen()
   local uv, config, log = self.uv, self.config, self.log
-  local function on_conn_for(listener)
-    return function(err)
-      if err then
-        log:error("listen error: " .. tostring(err))
-        return
-      end
-      self:on_connection(listener)
+  local worker = self.worker
+  local specs, err
+  if worker then specs = worker.listeners else specs, err = binds.specs(config) end
+  if not specs then return nil, err end
+  local function on_conn(listener, lerr)
+    if lerr then
+      log:error("listen error: " .. tostring(lerr))
+      return
     end
+    self:on_connection(listener)
   end
-  if config.fd then
-    local kind = uv.guess_handle and uv.guess_handle(config.fd) or "tcp"
-    local handle, ok, err
-    if kind == "pipe" then
-      loop_choice.require_functions(uv, { "new_pipe", "pipe_open" }, "--fd with a UNIX socket")
-      handle = uv.new_pipe(false)
-      ok, err = handle:open(config.fd)
-    else
-      loop_choice.require_functions(uv, { "tcp_open" }, "--fd")
-      handle = uv.new_tcp()
-      ok, err = handle:open(config.fd)
-      kind = "tcp"
-    end
-    if not ok then return nil, ("cannot use file descriptor %d: %s"):format(config.fd, tostring(err)) end
-    local listener = { handle = handle, kind = kind }
-    if kind == "tcp" then
-      local name = handle:getsockname()
-      listener.addr = name and { name.ip, name.port }
-    end
-    ok, err = handle:listen(config.backlog, on_conn_for(listener))
-    if not ok then return nil, ("cannot listen on file descriptor %d: %s"):format(config.fd, tostring(err)) end
+  for _, spec in ipairs(specs) do
+    local listener
+    listener, err = binds.open(uv, spec, { backlog = config.backlog, listen = on_conn,
+      reuseport = spec.reuseport })
+    if not listener then return nil, err end
     self.listeners[#self.listeners + 1] = listener
-    log:info(("Luvicorn running on socket fd %d (Press CTRL+C to quit)"):format(config.fd))
-    return true
+    if listener.kind == "tcp" and not self.bound then self.bound = listener.addr end
+    -- a worker's sockets were announced by its supervisor
+    if not worker then log:info(("Luvicorn running on %s (Press CTRL+C to quit)"):format(listener.text)) end
   end
-  if config.uds then
-    loop_choice.require_functions(uv, { "new_pipe", "pipe_bind" }, "--uds")
-    local handle = uv.new_pipe(false)
-    local st = uv.fs_stat and uv.fs_stat(config.uds)
-    if st and st.type == "socket" then os.remove(config.uds) end
-    local ok, err = handle:bind(config.uds)
-    if not ok then handle:close(); return nil, ("cannot bind %s: %s"):format(config.uds, tostring(err)) end
-    if uv.fs_chmod then uv.fs_chmod(config.uds, tonumber("666", 8)) end
-    local listener = { handle = handle, kind = "pipe", addr = { config.uds, nil }, path = config.uds }
-    ok, err = handle:listen(config.backlog, on_conn_for(listener))
-    if not ok then handle:close(); return nil, ("cannot listen on %s: %s"):format(config.uds, tostring(err)) end
-    self.listeners[#self.listeners + 1] = listener
-    log:info(("Luvicorn running on unix socket %s (Press CTRL+C to quit)"):format(config.uds))
-    return true
-  end
-  local host = config.host
-  if not host:match("^[%d%.]+$") and not host:find(":", 1, true) then
-    -- a name: resolve it once, synchronously, before serving
-    if uv.getaddrinfo then
-      local res = uv.getaddrinfo(host, nil, { socktype = "stream" })
-      if not res or not res[1] then return nil, "cannot resolve host " .. host end
-      host = res[1].addr
-    elseif host == "localhost" then
-      host = "127.0.0.1"
-    else
-      return nil, ("cannot resolve host %s: the loop module %q has no getaddrinfo; give an IP address")
-        :format(host, loop_choice.name or "?")
-    end
-  end
-  local handle = uv.new_tcp()
-  local ok, err = handle:bind(host, config.port)
-  if not ok then
-    handle:close()
-    return nil, ("cannot bind %s: %s"):format(addr_str(host, config.port), tostring(err))
-  end
-  local listener = { handle = handle, kind = "tcp" }
-  ok, err = handle:listen(config.backlog, on_conn_for(listener))
-  if not ok then
-    handle:close()
-    return nil, ("cannot listen on %s: %s"):format(addr_str(host, config.port), tostring(err))
-  end
-  local name = handle:getsockname()
-  listener.addr = { name.ip, name.port }
-  self.listeners[#self.listeners + 1] = listener
-  self.bound = listener.addr
-  log:info(("Luvicorn running on http://%s (Press CTRL+C to quit)"):format(addr_str(name.ip, name.port)))
   return true
 end
 
 function Server:close_listeners()
   for _, l in ipairs(self.listeners) do
-    if not l.handle:is_closing() then l.handle:close() end
-    if l.path then os.remove(l.path) end
+    -- a socket file belongs to the process that bound it: a worker leaves it to its supervisor
+    if self.worker then l.path = nil end
+    binds.close(l)
   end
   self.listeners = {}
 end
@@ -340,10 +279,11 @@ function Server:finish_shutdown()
 end
 
 function Server:close_own_handles()
-  for _, name in ipairs({ "sweeper", "graceful_timer", "sigint", "sigterm", "max_timer" }) do
+  for _, name in ipairs({ "sweeper", "graceful_timer", "sigint", "sigterm", "sigusr1", "max_timer" }) do
     local h = self[name]
     if h and not h:is_closing() then h:close() end
   end
+  if self.link then self.link:close() end
   self.log:flush()
   self.uv.stop()
 end
@@ -385,6 +325,12 @@ end
 ---@return integer
 function Server:run()
   local config, log = self.config, self.log
+  -- before the app starts: a bad trust list is a configuration error, not a reason to run lifespan
+  local trust_ok, trust_err = require("luvicorn.proxy").parse(config.forwarded_allow_ips or {})
+  if not trust_ok then
+    log:error(trust_err)
+    return 3
+  end
   local ok, uv = pcall(loop_choice.use, config.loop)
   if not ok then
     log:error(tostring(uv))
@@ -404,6 +350,14 @@ function Server:run()
   local parser, note = parsers.choose(config.http, uv)
   if note and config.http == "native" then log:debug(note) end
   log:info("Started server process [" .. self.pid .. "]")
+  if self.worker then
+    local link, lerr = require("luvicorn.worker").link(self, self.worker)
+    if not link then
+      log:error(lerr)
+      return 3
+    end
+    self.link = link
+  end
 
   self.lifespan = lifespan_mod.new(self.app, config.lifespan, log)
   local started, start_ok, start_msg = false, nil, nil
@@ -419,6 +373,11 @@ function Server:run()
   end
   if config.lifespan ~= "off" and not self.lifespan.unsupported then log:info("Application startup complete.") end
 
+  -- the jitter keeps workers started together from retiring together
+  local max_requests = config.limit_max_requests
+  if max_requests and (config.limit_max_requests_jitter or 0) > 0 then
+    max_requests = max_requests + math.random(0, config.limit_max_requests_jitter)
+  end
   self.ctx = http.context({
     app = self.app,
     parse_head = parser.parse_head,
@@ -436,9 +395,20 @@ function Server:run()
     timeout_request_head = config.timeout_request_head,
     root_path = config.root_path,
     limit_concurrency = config.limit_concurrency,
-    limit_max_requests = config.limit_max_requests,
+    limit_max_requests = max_requests,
     on_max_requests = function()
-      log:warning(("Maximum request limit of %d exceeded. Terminating process."):format(config.limit_max_requests))
+      if self.link then
+        -- The supervisor starts a replacement. On a shared socket this worker stops accepting now: new
+        -- connections wait in the kernel's queue for the others. A --reuse-port socket of its own would
+        -- drop its queue when closed, so then it serves on until the supervisor stops it.
+        log:warning(("Maximum request limit of %d reached. Retiring."):format(max_requests))
+        self.link:send("retire")
+        for _, l in ipairs(self.worker.listeners) do
+          if l.reuseport then return end
+        end
+      else
+        log:warning(("Maximum request limit of %d exceeded. Terminating process."):format(max_requests))
+      end
       self.max_timer = uv.new_timer()
       self.max_timer:start(0, 0, function() self:begin_shutdown() end)
     end,
@@ -472,6 +442,9 @@ function Server:run()
   self.sigint:start("sigint", on_signal("sigint"))
   self.sigterm = uv.new_signal()
   self.sigterm:start("sigterm", on_signal("sigterm"))
+  -- logrotate moves the files, then sends SIGUSR1: later lines go to new files at the same paths
+  self.sigusr1 = uv.new_signal()
+  self.sigusr1:start("sigusr1", function() log:reopen() end)
   local pok, lok, lerr = pcall(self.listen, self)
   if not pok then lok, lerr = false, lok end
   if not lok then
@@ -479,9 +452,11 @@ function Server:run()
     self:close_listeners()
     self.sigint:close()
     self.sigterm:close()
+    self.sigusr1:close()
     pcall(uv.run, "nowait")
     return 3
   end
+  if self.link then self.link:send("ready") end
 
   local tick = math.min(config.timeout_keep_alive, config.timeout_request_head) * 1000 / 4
   tick = math.max(50, math.min(250, math.floor(tick)))

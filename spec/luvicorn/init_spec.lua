@@ -52,5 +52,10 @@ describe("luvicorn.load_app", function()
     assert.has_error(function() luvicorn.load_app(nil) end,
       "luvicorn.load_app: argument 'spec' must be a non-empty string")
     assert.has_error(function() luvicorn.run(42) end, "luvicorn.run: argument 'app' must be callable")
+    for _, opts in ipairs({ { workers = 2 }, { reload = true } }) do
+      assert.has_error(function() luvicorn.run(function() end, opts) end,
+        "luvicorn.run: options 'workers' and 'reload' need the app as an import string: use the luvicorn "
+        .. "command (luvicorn APP --workers N)")
+    end
   end)
 end)

@@ -3,7 +3,7 @@ local logging = require("luvicorn.logging")
 
 local function quiet()
   local lines = {}
-  return logging.new({ level = "debug", err = { write = function(_, _, m) lines[#lines + 1] = m end,
+  return logging.new({ level = "debug", err = { write = function(_, line) lines[#lines + 1] = line end,
     flush = function() end } }), lines
 end
 

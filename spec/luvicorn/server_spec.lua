@@ -8,7 +8,7 @@ local logging = require("luvicorn.logging")
 local function quiet_log()
   local lines = {}
   return logging.new({ level = "info", access_log = false,
-    err = { write = function(_, _, m) lines[#lines + 1] = m end, flush = function() end } }), lines
+    err = { write = function(_, line) lines[#lines + 1] = line end, flush = function() end } }), lines
 end
 
 local function hello(scope, _, send)

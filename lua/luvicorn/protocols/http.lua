@@ -33,6 +33,8 @@ M.LOW_WATER = 16 * 1024 -- and resumes once the queue is back under this
 M.READ_BUFFER = 64 * 1024 -- reading stops while this much request body waits for the app
 
 local logging = require("luvicorn.logging")
+local proxy = require("luvicorn.proxy")
+local proxy_resolve = proxy.resolve
 
 local LASGI = { version = "1.0", spec_version = "1.0" }
 
@@ -70,6 +72,7 @@ local CL_LINE = setmetatable({}, {
   end,
 })
 local CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
+local SHUTDOWN_HEAD_GRACE_MS = 1000
 local EXT_PLAIN = { ["http.response.pathsend"] = {} }
 local EXT_TRAILERS = { ["http.response.pathsend"] = {}, ["http.response.trailers"] = {} }
 
@@ -95,9 +98,9 @@ function M.context(opts)
   end
   local extra = {}
   for i, h in ipairs(opts.headers or {}) do extra[i] = h[1] .. ": " .. h[2] .. "\r\n" end
-  local allow = opts.forwarded_allow_ips or { "127.0.0.1" }
-  local trusted = {}
-  for _, ip in ipairs(allow) do trusted[ip] = true end
+  -- checked even with proxy headers off: a typo in the list should not wait until they are turned on
+  local trust, terr = proxy.parse(opts.forwarded_allow_ips or { "127.0.0.1", "::1" })
+  if not trust then error(terr, 0) end
   return {
     app = opts.app,
     parse_head = opts.parse_head,
@@ -117,8 +120,7 @@ function M.context(opts)
     limit_max_requests = opts.limit_max_requests,
     on_max_requests = opts.on_max_requests,
     proxy_headers = opts.proxy_headers ~= false,
-    trusted = trusted,
-    trust_all = trusted["*"] == true,
+    proxy = trust,
     server_header = opts.server_header ~= false,
     date_header = opts.date_header ~= false,
     extra_headers = concat(extra),
@@ -172,13 +174,14 @@ function M.new(ctx, transport, client, server)
   if type(transport) ~= "table" and type(transport) ~= "userdata" then
     error("luvicorn.protocols.http.new: argument 'transport' must be a transport", 2)
   end
-  local trusted = client and (ctx.trust_all or ctx.trusted[client[1]]) or false
+  -- once per connection: requests from an untrusted peer never look at proxy headers
+  local trusted = ctx.proxy_headers and ctx.proxy:peer_trusted(client, server or ctx.server)
   local self = setmetatable({
     ctx = ctx,
     transport = transport,
     client = client,
     server = server or ctx.server,
-    trusted = ctx.proxy_headers and trusted,
+    trusted = trusted,
     buf = "",
     state = "head", -- head | body | wait | closed
     cycle = nil, -- the request whose body is read / whose response is written
@@ -374,16 +377,6 @@ local function percent_decode(s)
   return s
 end
 
-local function forwarded_client(self, xff)
-  -- The nearest address that is not a trusted proxy, walking from the right; all trusted: the leftmost.
-  local list = {}
-  for item in gmatch(xff, "[^,]+") do list[#list + 1] = item:match("^%s*(.-)%s*$") end
-  for i = #list, 1, -1 do
-    if not (self.ctx.trust_all or self.ctx.trusted[list[i]]) or i == 1 then return { list[i], 0 } end
-  end
-  return self.client
-end
-
 ---Checks a request head's fields and splits its target: the Lua twin of luvrs's
 ---`uv.http_parse_request` (a differential spec holds them to the same results).
 ---@return string|false raw_path (false: rejected, with status and reason next)
@@ -476,17 +469,20 @@ M.scan_request = scan_request
 
 -- The proxy fields of a request whose peer is trusted, gathered as the proxy resolution wants them.
 local function proxy_fields(headers)
-  local xfp, xff
+  local xfp, xff, fwd
   for i = 1, #headers do
     local h = headers[i]
     local name = h[1]
     if name == "x-forwarded-proto" then
-      xfp = h[2]
+      xfp = xfp and (xfp .. "," .. h[2]) or h[2]
     elseif name == "x-forwarded-for" then
       xff = xff and (xff .. "," .. h[2]) or h[2]
+    elseif name == "forwarded" then
+      -- one line each: a broken quoted string in one field line cannot swallow the next
+      fwd = fwd and (fwd .. "\n" .. h[2]) or h[2]
     end
   end
-  return xfp, xff
+  return xfp, xff, fwd
 end
 
 function Protocol:start_request(method, target, minor, headers)
@@ -516,12 +512,8 @@ function Protocol:begin_request(method, target, minor, headers, raw_path, query,
 
   local client, scheme = self.client, ctx.scheme
   if proxied and self.trusted then
-    local xfp, xff = proxy_fields(headers)
-    if xfp then
-      xfp = lower(xfp:match("^%s*([^,%s]*)"))
-      if xfp == "http" or xfp == "https" then scheme = xfp end
-    end
-    if xff then client = forwarded_client(self, xff) end
+    local xfp, xff, fwd = proxy_fields(headers)
+    client, scheme = proxy_resolve(ctx.proxy, client, scheme, fwd, xff, xfp)
   end
 
   local lstate = ctx.state
@@ -820,7 +812,10 @@ function Protocol:shutdown()
   if self.state == "upgraded" then return self.upgraded:shutdown() end
   if self.state == "closed" then return end
   if self.state == "head" then
-    self:close()
+    -- Closing at once would fail a request already on its way: the first one of a connection accepted
+    -- just before, or the next one a proxy sends on its idle keep-alive connection (nginx does not retry
+    -- a POST). A short grace lets it arrive; it is answered with connection: close.
+    self.deadline = math.min(self.deadline, self.ctx.clock() + SHUTDOWN_HEAD_GRACE_MS)
   elseif self.cycle then
     self.cycle.keep_alive = false
   end
@@ -1002,15 +997,16 @@ function Cycle:body(event)
   local proto = self.proto
   local head, merged
   if not self.head_sent then head, merged = self:build_head(len, not more, body) end
-  local cl = self.cl
-  if cl and not self.no_body then
+  if not self.no_body then
+    -- the body bytes sent: checked against content-length, and the access log's $bytes
     local sent = self.sent + len
-    if sent > cl then
+    local cl = self.cl
+    if cl and sent > cl then
       proto:abort()
       bad("response body longer than content-length", 3)
     end
     self.sent = sent
-    if not more and sent < cl then
+    if cl and not more and sent < cl then
       proto:abort()
       bad("response body shorter than content-length", 3)
     end
@@ -1137,6 +1133,7 @@ function Cycle:pathsend(event)
     self.response_complete = true
     return nil, "disconnected"
   end
+  if not self.no_body then self.sent = size end
   proto:response_complete(self)
   return true
 end
@@ -1165,8 +1162,9 @@ function Protocol:response_complete(cycle)
         self.client_str = client
       end
     end
+    -- the scope and the body bytes feed a custom --access-log-format; the default line ignores them
     ctx.log:access(client, cycle.scope.method, cycle.target, cycle.http_version, cycle.status,
-      REASONS[cycle.status] or "", ms)
+      REASONS[cycle.status] or "", ms, cycle.scope, cycle.sent)
   end
   if self.cycle ~= cycle or self.state == "closed" then return end
   if not cycle.keep_alive then
@@ -1211,7 +1209,7 @@ function Cycle:app_done(gen, ok, err)
     proto.transport:write(simple_response(ctx, 500, "Internal Server Error"))
     if ctx.log.access_enabled then
       proto.ctx.log:access(self.scope.client, self.scope.method, self.target, self.http_version, 500,
-        "Internal Server Error", 0)
+        "Internal Server Error", 0, self.scope, #"Internal Server Error\n")
     end
     proto:close()
   else

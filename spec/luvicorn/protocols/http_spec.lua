@@ -75,7 +75,7 @@ for _, impl in ipairs(parsers.available(uv)) do
       opts = opts or {}
       errors = {}
       local log = logging.new({ level = "debug", access_log = opts.access_log or false,
-        err = { write = function(_, _, msg) errors[#errors + 1] = msg end, flush = function() end },
+        err = { write = function(_, line) errors[#errors + 1] = line end, flush = function() end },
         out = opts.out })
       opts.app = app
       opts.parse_head = impl.parse_head
@@ -632,9 +632,56 @@ for _, impl in ipairs(parsers.available(uv)) do
     end)
 
     describe("graceful shutdown", function()
-      it("closes an idle connection at once", function()
+      it("gives an idle keep-alive connection a second, then closes it", function()
         local p, t = make(hello)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        p.ctx.shutting_down = true
         p:shutdown()
+        now = now + 999
+        p:check_timeout(now)
+        assert.is_false(t.closed)
+        now = now + 1
+        p:check_timeout(now)
+        assert.is_true(t.closed)
+      end)
+
+      it("answers a request that arrives in that second with connection: close", function()
+        local p, t = make(hello)
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        p.ctx.shutting_down = true
+        p:shutdown()
+        now = now + 300
+        p:data_received("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        local r = responses(t.text())
+        assert.are.equal(2, #r)
+        assert.are.equal(200, r[2].status)
+        assert.are.equal("close", r[2].headers.connection)
+        assert.is_true(t.closed)
+      end)
+
+      it("gives a connection accepted just before the shutdown a second to send its request", function()
+        local p, t = make(hello)
+        p.ctx.shutting_down = true -- as the server sets it before shutting each connection down
+        p:shutdown()
+        assert.is_false(t.closed)
+        now = now + 500
+        assert.is_false(p:check_timeout(now))
+        p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        local r = responses(t.text())
+        assert.are.equal(200, r[1].status)
+        assert.are.equal("close", r[1].headers.connection)
+        assert.is_true(t.closed)
+      end)
+
+      it("closes a fresh connection that sends nothing within that second", function()
+        local p, t = make(hello)
+        p:data_received("GET / HT")
+        p:shutdown()
+        now = now + 999
+        p:check_timeout(now)
+        assert.is_false(t.closed)
+        now = now + 1
+        p:check_timeout(now)
         assert.is_true(t.closed)
       end)
 
@@ -717,7 +764,37 @@ for _, impl in ipairs(parsers.available(uv)) do
       local out = { write = function(_, ...) lines[#lines + 1] = table.concat({ ... }) end, flush = function() end }
       local p = make(hello, { access_log = true, out = out })
       p:data_received("GET /x?y=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert.are.same({}, lines) -- buffered until the server's next flush
+      p.ctx.log:flush()
       assert.matches('^INFO:     127%.0%.0%.1:5000 %- "GET /x%?y=1 HTTP/1%.1" 200 OK %d+%.%d%dms\n$', lines[1])
+    end)
+
+    it("passes the scope and the response body bytes to a custom access-log format", function()
+      local out = { text = "", write = function(self, s) self.text = self.text .. s end, flush = function() end }
+      local p, t = make(function(scope, _, send)
+        if scope.path == "/boom" then error("boom") end
+        send({ type = "http.response.start", status = 200 })
+        if scope.path == "/stream" then
+          send({ type = "http.response.body", body = "abc", more_body = true })
+          send({ type = "http.response.body", body = "", more_body = true })
+          send({ type = "http.response.body", body = "defgh" })
+        else
+          send({ type = "http.response.body", body = "Hello, world!" })
+        end
+      end)
+      local err = { text = "", write = out.write, flush = out.flush }
+      p.ctx.log = logging.new({ out = out, err = err, access_log_format = "$request_line $status $bytes $http_x_id" })
+      p:data_received("GET /a HTTP/1.1\r\nHost: x\r\nX-Id: 1\r\n\r\n"
+        .. "GET /stream HTTP/1.1\r\nHost: x\r\nX-Id: 2\r\n\r\n"
+        .. "HEAD /a HTTP/1.1\r\nHost: x\r\nX-Id: 3\r\n\r\n"
+        .. "GET /boom HTTP/1.1\r\nHost: x\r\nX-Id: 4\r\n\r\n")
+      p.ctx.log:flush()
+      assert.are.equal("GET /a HTTP/1.1 200 13 1\nGET /stream HTTP/1.1 200 8 2\nHEAD /a HTTP/1.1 200 0 3\n"
+        .. "GET /boom HTTP/1.1 500 22 4\n", out.text)
+      local r = responses(t.text())
+      assert.are.equal("abcdefgh", r[2].body)
+      assert.are.equal(22, #r[4].body)
+      assert.matches("ERROR:    Exception in LASGI application\n.*boom", err.text)
     end)
 
     it("uses X-Forwarded-* from a trusted proxy only", function()
@@ -819,3 +896,85 @@ for _, impl in ipairs(parsers.available(uv)) do
     end)
   end)
 end
+
+-- Proxy headers as the protocol applies them (the choice itself is luvicorn.proxy's, see proxy_spec.lua):
+-- trust decided per connection from the peer, the scope's client and scheme per request.
+describe("http protocol proxy headers", function()
+  local function serve(peer, server, opts, request)
+    local seen
+    opts = opts or {}
+    opts.app = function(scope, _, send)
+      seen = scope
+      send({ type = "http.response.start", status = 200 })
+      send({ type = "http.response.body", body = "" })
+    end
+    opts.parse_head = parsers.available(uv)[1].parse_head
+    opts.log = logging.new({ level = "critical", access_log = false })
+    local p = http.new(http.context(opts), fake_transport(), peer, server)
+    p:data_received(request)
+    return seen, p
+  end
+  local TCP = { "127.0.0.1", 8000 }
+  local UNIX = { "/run/app.sock", nil }
+  local XFF = "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.7, 10.1.2.3\r\nX-Forwarded-Proto: https\r\n\r\n"
+  local FWD = 'GET / HTTP/1.1\r\nHost: x\r\nForwarded: for="[2001:db8::7]:4711";proto=https\r\n'
+    .. "Forwarded: for=10.1.2.3;proto=http\r\n\r\n"
+
+  it("trusts the default loopback peers, IPv6 included, and any form of their address", function()
+    for _, peer in ipairs({ "127.0.0.1", "::1", "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1" }) do
+      local scope, p = serve({ peer, 5000 }, TCP, nil, XFF)
+      assert.is_true(p.trusted, peer)
+      assert.are.same({ "10.1.2.3", 0 }, scope.client, peer) -- 10.1.2.3 is not trusted by default
+      assert.are.equal("https", scope.scheme)
+    end
+  end)
+
+  it("walks X-Forwarded-For through trusted CIDR networks", function()
+    local scope = serve({ "10.0.0.5", 5000 }, TCP, { forwarded_allow_ips = { "10.0.0.0/8" } }, XFF)
+    assert.are.same({ "203.0.113.7", 0 }, scope.client)
+    assert.are.equal("https", scope.scheme)
+  end)
+
+  it("ignores the headers from an untrusted peer, and with proxy headers off", function()
+    local scope, p = serve({ "192.0.2.1", 5000 }, TCP, { forwarded_allow_ips = { "10.0.0.0/8" } }, XFF)
+    assert.is_false(p.trusted)
+    assert.are.same({ "192.0.2.1", 5000 }, scope.client)
+    assert.are.equal("http", scope.scheme)
+    scope, p = serve({ "127.0.0.1", 5000 }, TCP, { proxy_headers = false }, XFF)
+    assert.is_false(p.trusted)
+    assert.are.same({ "127.0.0.1", 5000 }, scope.client)
+    assert.are.equal("http", scope.scheme)
+  end)
+
+  it("uses Forwarded, with the port and proto of the chosen element", function()
+    local scope = serve({ "10.0.0.5", 5000 }, TCP, { forwarded_allow_ips = { "10.0.0.0/8" } }, FWD)
+    assert.are.same({ "2001:db8::7", 4711 }, scope.client)
+    assert.are.equal("https", scope.scheme)
+  end)
+
+  it("ignores Forwarded when X-Forwarded-For is there: a proxy may pass the client's own on", function()
+    local scope = serve({ "10.0.0.5", 5000 }, TCP, { forwarded_allow_ips = { "10.0.0.0/8" } },
+      FWD:gsub("\r\n\r\n$", "\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n"))
+    assert.are.same({ "198.51.100.1", 0 }, scope.client)
+    assert.are.equal("http", scope.scheme)
+  end)
+
+  it("trusts a Unix-socket peer only with unix:", function()
+    local scope, p = serve(nil, UNIX, { forwarded_allow_ips = { "unix:" } }, XFF)
+    assert.is_true(p.trusted)
+    assert.are.same({ "10.1.2.3", 0 }, scope.client)
+    assert.are.equal("https", scope.scheme)
+    scope, p = serve(nil, UNIX, nil, XFF)
+    assert.is_false(p.trusted)
+    assert.is_nil(scope.client)
+    assert.are.equal("http", scope.scheme)
+  end)
+
+  it("raises the trust list's error from context", function()
+    local ok, err = pcall(http.context, { app = function() end, parse_head = function() end,
+      forwarded_allow_ips = { "127.0.0.1", "10.0.0.0/40" } })
+    assert.is_false(ok)
+    assert.are.equal("--forwarded-allow-ips: invalid entry '10.0.0.0/40': the prefix length must be a number "
+      .. "from 0 to 32", err)
+  end)
+end)
