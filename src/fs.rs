@@ -143,20 +143,24 @@ pub fn fs_realpath(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
 
 pub fn fs_chmod(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
     let (path, shown) = path_arg(a, 1)?;
-    let mode = a.int(2)?;
-    let mode = u32::try_from(mode).map_err(|_| a.invalid(2, "mode out of range"))?;
-    let r = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-        .map(|()| LuaValue::Boolean(true))
-        .map_err(|e| errno_of(&e));
+    let mode = mode_arg(a, 2)?;
+    let r = done(std::fs::set_permissions(
+        &path,
+        std::fs::Permissions::from_mode(mode),
+    ));
     finish(lua, core, a, 3, &shown, r)
 }
 
 pub fn fs_unlink(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
     let (path, shown) = path_arg(a, 1)?;
-    let r = std::fs::remove_file(&path)
-        .map(|()| LuaValue::Boolean(true))
-        .map_err(|e| errno_of(&e));
+    let r = done(std::fs::remove_file(&path));
     finish(lua, core, a, 2, &shown, r)
+}
+
+/// An OS call with nothing to return: `true`, as luv returns.
+fn done(r: std::io::Result<()>) -> Result<LuaValue, Errno> {
+    r.map(|()| LuaValue::Boolean(true))
+        .map_err(|e| errno_of(&e))
 }
 
 /// `mode` argument `i` as the u32 the OS takes.
@@ -168,28 +172,20 @@ fn mode_arg(a: &Args, i: usize) -> LuaResult<u32> {
 pub fn fs_mkdir(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
     let (path, shown) = path_arg(a, 1)?;
     let mode = mode_arg(a, 2)?;
-    let r = std::fs::DirBuilder::new()
-        .mode(mode)
-        .create(&path)
-        .map(|()| LuaValue::Boolean(true))
-        .map_err(|e| errno_of(&e));
+    let r = done(std::fs::DirBuilder::new().mode(mode).create(&path));
     finish(lua, core, a, 3, &shown, r)
 }
 
 pub fn fs_rmdir(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
     let (path, shown) = path_arg(a, 1)?;
-    let r = std::fs::remove_dir(&path)
-        .map(|()| LuaValue::Boolean(true))
-        .map_err(|e| errno_of(&e));
+    let r = done(std::fs::remove_dir(&path));
     finish(lua, core, a, 2, &shown, r)
 }
 
 pub fn fs_rename(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
     let (path, shown) = path_arg(a, 1)?;
     let (new_path, new_shown) = path_arg(a, 2)?;
-    let r = std::fs::rename(&path, &new_path)
-        .map(|()| LuaValue::Boolean(true))
-        .map_err(|e| errno_of(&e));
+    let r = done(std::fs::rename(&path, &new_path));
     // luv names both paths in the message: "ENOENT: no such file or directory: a -> b".
     finish(lua, core, a, 3, &format!("{shown} -> {new_shown}"), r)
 }

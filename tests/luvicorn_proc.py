@@ -5,6 +5,7 @@ collected on threads, every wait bounded by a deadline. The loop module comes fr
 import os
 import re
 import signal
+import socket
 import subprocess
 import tempfile
 import textwrap
@@ -115,6 +116,23 @@ class Luvicorn:
         """What the app printed (stdout) so far."""
         with self.cond:
             return "\n".join(self.out_lines)
+
+
+def exchange(address, data, timeout=DEADLINE):
+    """Connects to `address` (a Unix socket path, or a (host, port) pair), sends `data`, and returns all
+    that comes back until the server closes the connection."""
+    family = socket.AF_UNIX if isinstance(address, str) else (
+        socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(address)
+        s.sendall(data)
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
 
 
 def write_app(testcase, source):

@@ -8,7 +8,7 @@ import socket
 import tempfile
 import unittest
 
-from luvicorn_proc import Luvicorn
+from luvicorn_proc import Luvicorn, exchange
 
 
 def get(host, port):
@@ -22,19 +22,7 @@ def get(host, port):
 
 
 def get_unix(path):
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    try:
-        sock.connect(path)
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = sock.recv(4096)
-            if not chunk:
-                return data
-            data += chunk
-    finally:
-        sock.close()
+    return exchange(path, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 
 
 class BindsTest(unittest.TestCase):

@@ -4,12 +4,11 @@ bounded in count and time; every wait has a deadline."""
 import http.client
 import os
 import signal
-import socket
 import tempfile
 import time
 import unittest
 
-from luvicorn_proc import LOOP, Luvicorn
+from luvicorn_proc import LOOP, Luvicorn, exchange
 
 APP = "tests/apps/workers_app.lua"
 
@@ -247,17 +246,7 @@ class WorkersTest(unittest.TestCase):
         server = self.start("--bind", "unix:" + path, "--host", "127.0.0.1")
         status, _ = get(server.port)
         self.assertEqual(status, 200)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(5)
-        sock.connect(path)
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        sock.close()
+        data = exchange(path, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data)
         self.assertEqual(server.stop(), 0, server.log())
         self.assertFalse(os.path.exists(path), "the supervisor removes the socket file it bound")

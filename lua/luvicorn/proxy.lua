@@ -399,6 +399,21 @@ local function client_of(text)
   return { host, port or 0 }
 end
 
+-- The non-empty, trimmed items of a comma-separated field value, and their count.
+local function items(value)
+  local list, n = {}, 0
+  if value then
+    for item in gmatch(value, "[^,]+") do
+      item = match(item, "^%s*(.-)%s*$")
+      if item ~= "" then
+        n = n + 1
+        list[n] = item
+      end
+    end
+  end
+  return list, n
+end
+
 ---The client and scheme of a request from a trusted peer. X-Forwarded-For/-Proto, when either is present,
 ---win over Forwarded (which is then ignored): proxies append to X-Forwarded-For, but nginx and most
 ---others pass a client's own Forwarded header on untouched, so Forwarded is believed only from a proxy
@@ -440,31 +455,14 @@ function M.resolve(trust, client, scheme, forwarded, xff, xfp)
       return client, scheme
     end
   end
-  local hops, nhops = nil, 0
-  if xff then
-    hops = {}
-    for item in gmatch(xff, "[^,]+") do
-      item = match(item, "^%s*(.-)%s*$")
-      if item ~= "" then
-        nhops = nhops + 1
-        hops[nhops] = item
-      end
-    end
-  end
+  local hops, nhops = items(xff)
   local from
   if nhops > 0 then
     from = choose(trust, nhops, hops)
     client = client_of(hops[from])
   end
   if xfp then
-    local protos, np = {}, 0
-    for item in gmatch(xfp, "[^,]+") do
-      item = match(item, "^%s*(.-)%s*$")
-      if item ~= "" then
-        np = np + 1
-        protos[np] = item
-      end
-    end
+    local protos, np = items(xfp)
     if np > 0 then
       local s = scheme_of(protos[(from and np == nhops) and from or np])
       if s then scheme = s end
