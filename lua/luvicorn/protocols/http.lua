@@ -310,6 +310,14 @@ function Protocol:data_received(data)
   self:process()
 end
 
+-- An incomplete head: the head timeout runs from its first bytes.
+local function head_pending(self, ctx)
+  if self.deadline_kind ~= "head" then
+    self.deadline = ctx.clock() + ctx.head_ms
+    self.deadline_kind = "head"
+  end
+end
+
 function Protocol:process()
   if self.processing then return end
   self.processing = true
@@ -326,33 +334,28 @@ function Protocol:process()
         end
         break
       end
-      -- A native parse_request (luvrs) also does start_request's field checks and target split;
-      -- its rejections come back like the parser's.
       local parse_request = ctx.parse_request
-      local consumed, method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
-        trailers_ok, upgrade, proxied
       if parse_request then
-        consumed, method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
+        -- luvrs: one native call also does start_request's field checks and target split; its rejections
+        -- come back like the parser's
+        local consumed, method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
           trailers_ok, upgrade, proxied = parse_request(buf, ctx.max_head, ctx.max_headers, ctx.max_body)
-      else
-        consumed, method, target, minor, headers = ctx.parse_head(buf, ctx.max_head, ctx.max_headers)
-      end
-      if consumed == nil then
-        if self.deadline_kind ~= "head" then
-          self.deadline = ctx.clock() + ctx.head_ms
-          self.deadline_kind = "head"
+        if not consumed then
+          if consumed == nil then head_pending(self, ctx) else self:reject(method, target) end
+          break
         end
-        break
-      elseif consumed == false then
-        self:reject(method, target)
-        break
-      end
-      if consumed == #buf then self.buf = "" else self.buf = sub(buf, consumed + 1) end
-      self.deadline, self.deadline_kind = nil, nil
-      if parse_request then
-        self:begin_request(method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
+        if consumed == #buf then self.buf = "" else self.buf = sub(buf, consumed + 1) end
+        self.deadline, self.deadline_kind = nil, nil
+        self:start_request(method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
           trailers_ok, upgrade, proxied)
       else
+        local consumed, method, target, minor, headers = ctx.parse_head(buf, ctx.max_head, ctx.max_headers)
+        if not consumed then
+          if consumed == nil then head_pending(self, ctx) else self:reject(method, target) end
+          break
+        end
+        if consumed == #buf then self.buf = "" else self.buf = sub(buf, consumed + 1) end
+        self.deadline, self.deadline_kind = nil, nil
         self:start_request(method, target, minor, headers)
       end
     elseif state == "body" then
@@ -377,96 +380,6 @@ local function percent_decode(s)
   return s
 end
 
----Checks a request head's fields and splits its target: the Lua twin of luvrs's
----`uv.http_parse_request` (a differential spec holds them to the same results).
----@return string|false raw_path (false: rejected, with status and reason next)
----@return string|integer query_string_or_status
----@return string|nil path_or_reason
----@return integer|false content_length
----@return boolean chunked
----@return boolean keep_alive what the Connection header and the version ask for
----@return boolean expect_100
----@return boolean trailers `TE: trailers`
----@return string|false upgrade the last Upgrade value
----@return boolean proxied an X-Forwarded-For, X-Forwarded-Proto or Forwarded field is present
-local function scan_request(target, minor, headers, max_body)
-  local cl, te, conn, host_n, expect, trailers_ok, proxied, upgrade
-  host_n = 0
-  for i = 1, #headers do
-    local h = headers[i]
-    local name = h[1]
-    if name == "host" then
-      host_n = host_n + 1
-    elseif name == "content-length" then
-      local v = h[2]
-      if not find(v, "^%d+$") or #v > 15 then return false, 400, "Invalid Content-Length" end
-      v = tonumber(v)
-      if cl and cl ~= v then return false, 400, "Conflicting Content-Length headers" end
-      cl = v
-    elseif name == "transfer-encoding" then
-      te = te and (te .. "," .. h[2]) or h[2]
-    elseif name == "connection" then
-      conn = connection_tokens(h[2], conn or {})
-    elseif name == "expect" then
-      if lower(h[2]) == "100-continue" then expect = true end
-    elseif name == "te" then
-      if find(lower(h[2]), "trailers", 1, true) then trailers_ok = true end
-    elseif name == "x-forwarded-proto" or name == "x-forwarded-for" or name == "forwarded" then
-      proxied = true
-    elseif name == "upgrade" then
-      upgrade = h[2]
-    end
-  end
-  if minor == 1 and host_n == 0 then return false, 400, "Missing Host header" end
-  if host_n > 1 then return false, 400, "Multiple Host headers" end
-  local chunked = false
-  if te then
-    if cl then return false, 400, "Both Content-Length and Transfer-Encoding" end
-    if minor == 0 then return false, 400, "Transfer-Encoding in an HTTP/1.0 request" end
-    local codings = lower(gsub(te, "[ \t]", ""))
-    if codings ~= "chunked" then
-      if find(codings, "chunked", 1, true) and not find(codings, "chunked$") then
-        return false, 400, "Transfer-Encoding must end with chunked"
-      end
-      return false, 501, "Unsupported Transfer-Encoding"
-    end
-    chunked = true
-  end
-  if cl and max_body and cl > max_body then return false, 413, "Request body too large" end
-
-  -- the request target: origin-form, absolute-form, or "*" (split once per distinct short target)
-  local raw_path, query, path
-  local split = targets[target]
-  if split then
-    raw_path, query, path = split[1], split[2], split[3]
-  else
-    raw_path, query = target, ""
-    local q = find(target, "?", 1, true)
-    if q then raw_path, query = sub(target, 1, q - 1), sub(target, q + 1) end
-    if byte(raw_path, 1) ~= 47 then
-      if raw_path ~= "*" then
-        local rest = raw_path:match("^[hH][tT][tT][pP][sS]?://[^/]*(.*)$")
-        if not rest then return false, 400, "Invalid request target" end
-        raw_path = rest == "" and "/" or rest
-      end
-    end
-    path = percent_decode(raw_path)
-    if ntargets < 1024 and #target <= 128 then
-      targets[target] = { raw_path, query, path }
-      ntargets = ntargets + 1
-    end
-  end
-  local keep_alive
-  if minor == 1 then
-    keep_alive = not (conn and conn.close)
-  else
-    keep_alive = (conn and conn["keep-alive"] and not conn.close) or false
-  end
-  return raw_path, query, path, cl or false, chunked, keep_alive, expect or false, trailers_ok or false,
-    upgrade or false, proxied or false
-end
-M.scan_request = scan_request
-
 -- The proxy fields of a request whose peer is trusted, gathered as the proxy resolution wants them.
 local function proxy_fields(headers)
   local xfp, xff, fwd
@@ -485,17 +398,91 @@ local function proxy_fields(headers)
   return xfp, xff, fwd
 end
 
-function Protocol:start_request(method, target, minor, headers)
-  local raw_path, query, path, cl, chunked, keep_alive, expect, trailers_ok, upgrade, proxied =
-    scan_request(target, minor, headers, self.ctx.max_body)
-  if not raw_path then return self:reject(query, path) end
-  return self:begin_request(method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive,
-    expect, trailers_ok, upgrade, proxied)
-end
+-- Probes Protocol.start_request for its Lua field checks alone (scan_request below).
+local SCAN_ONLY = { scan_only = true, ctx = { max_body = false } }
+function SCAN_ONLY.reject(_, status, reason) return false, status, reason end
 
-function Protocol:begin_request(method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive,
+---Starts a request from its parsed head. With the Lua parser the head's fields are checked here; a
+---native `uv.http_parse_request` (luvrs) has done that already and passes the results in (raw_path on).
+function Protocol:start_request(method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive,
                                 expect, trailers_ok, upgrade, proxied)
   local ctx = self.ctx
+  if not raw_path then
+    local te, conn, host_n
+    host_n = 0
+    for i = 1, #headers do
+      local h = headers[i]
+      local name = h[1]
+      if name == "host" then
+        host_n = host_n + 1
+      elseif name == "content-length" then
+        local v = h[2]
+        if not find(v, "^%d+$") or #v > 15 then return self:reject(400, "Invalid Content-Length") end
+        v = tonumber(v)
+        if cl and cl ~= v then return self:reject(400, "Conflicting Content-Length headers") end
+        cl = v
+      elseif name == "transfer-encoding" then
+        te = te and (te .. "," .. h[2]) or h[2]
+      elseif name == "connection" then
+        conn = connection_tokens(h[2], conn or {})
+      elseif name == "expect" then
+        if lower(h[2]) == "100-continue" then expect = true end
+      elseif name == "te" then
+        if find(lower(h[2]), "trailers", 1, true) then trailers_ok = true end
+      elseif name == "x-forwarded-proto" or name == "x-forwarded-for" or name == "forwarded" then
+        proxied = true
+      elseif name == "upgrade" then
+        upgrade = h[2]
+      end
+    end
+    if minor == 1 and host_n == 0 then return self:reject(400, "Missing Host header") end
+    if host_n > 1 then return self:reject(400, "Multiple Host headers") end
+    chunked = false
+    if te then
+      if cl then return self:reject(400, "Both Content-Length and Transfer-Encoding") end
+      if minor == 0 then return self:reject(400, "Transfer-Encoding in an HTTP/1.0 request") end
+      local codings = lower(gsub(te, "[ \t]", ""))
+      if codings ~= "chunked" then
+        if find(codings, "chunked", 1, true) and not find(codings, "chunked$") then
+          return self:reject(400, "Transfer-Encoding must end with chunked")
+        end
+        return self:reject(501, "Unsupported Transfer-Encoding")
+      end
+      chunked = true
+    end
+    if cl and ctx.max_body and cl > ctx.max_body then return self:reject(413, "Request body too large") end
+
+    -- the request target: origin-form, absolute-form, or "*" (split once per distinct short target)
+    local split = targets[target]
+    if split then
+      raw_path, query, path = split[1], split[2], split[3]
+    else
+      raw_path, query = target, ""
+      local q = find(target, "?", 1, true)
+      if q then raw_path, query = sub(target, 1, q - 1), sub(target, q + 1) end
+      if byte(raw_path, 1) ~= 47 then
+        if raw_path ~= "*" then
+          local rest = raw_path:match("^[hH][tT][tT][pP][sS]?://[^/]*(.*)$")
+          if not rest then return self:reject(400, "Invalid request target") end
+          raw_path = rest == "" and "/" or rest
+        end
+      end
+      path = percent_decode(raw_path)
+      if ntargets < 1024 and #target <= 128 then
+        targets[target] = { raw_path, query, path }
+        ntargets = ntargets + 1
+      end
+    end
+    if minor == 1 then
+      keep_alive = not (conn and conn.close)
+    else
+      keep_alive = (conn and conn["keep-alive"] and not conn.close) or false
+    end
+    if self.scan_only then
+      return raw_path, query, path, cl or false, chunked, keep_alive, expect or false, trailers_ok or false,
+        upgrade or false, proxied or false
+    end
+  end
   local root = ctx.root_path
   if root ~= "" then path, raw_path = root .. path, root .. raw_path end
 
@@ -1219,6 +1206,15 @@ end
 
 M.Protocol = Protocol
 M.Cycle = Cycle
+
+---Checks a request head's fields and splits its target, as start_request does with the Lua parser: the
+---Lua twin of luvrs's `uv.http_parse_request` (a differential spec holds them to the same results).
+---Returns `raw_path, query_string, path, content_length|false, chunked, keep_alive, expect_100, trailers,
+---upgrade|false, proxied`, or `false, status, reason`.
+function M.scan_request(target, minor, headers, max_body)
+  SCAN_ONLY.ctx.max_body = max_body
+  return Protocol.start_request(SCAN_ONLY, nil, target, minor, headers)
+end
 M.pool_size = function() return npool end
 
 return M
