@@ -29,7 +29,7 @@ unsafe fn core_of<'a>(l: *mut ffi::lua_State) -> &'a Core {
 }
 
 /// Calls the full implementation (upvalue 2) with this call's arguments.
-unsafe fn fallback(l: *mut ffi::lua_State) -> c_int {
+pub(crate) unsafe fn fallback(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: upvalue 2 is the exported function; the arguments are on the stack.
     unsafe {
         let n = ffi::lua_gettop(l);
@@ -67,8 +67,16 @@ unsafe fn int_at(l: *mut ffi::lua_State, idx: c_int) -> Option<i64> {
     (ok != 0).then_some(v)
 }
 
-/// The strings to write at `idx`: one string or an array of strings (anything else: None).
-unsafe fn bufs_at<'a>(l: *mut ffi::lua_State, idx: c_int) -> Option<Vec<&'a [u8]>> {
+/// The most strings one fast write takes (a longer array goes to the full implementation).
+const MAX_BUFS: usize = 64;
+
+/// The strings to write at `idx`: one string or an array of strings (anything else: None), put in
+/// `out`; returns how many. No allocation: a write per request should not cost a malloc.
+unsafe fn bufs_at(
+    l: *mut ffi::lua_State,
+    idx: c_int,
+    out: &mut [&[u8]; MAX_BUFS],
+) -> Option<usize> {
     // SAFETY: the strings stay on the stack (or in the table argument) for the whole call.
     unsafe {
         let slice = |i: c_int| {
@@ -77,23 +85,25 @@ unsafe fn bufs_at<'a>(l: *mut ffi::lua_State, idx: c_int) -> Option<Vec<&'a [u8]
             std::slice::from_raw_parts(p as *const u8, len)
         };
         match ffi::lua_type(l, idx) {
-            ffi::LUA_TSTRING => Some(vec![slice(idx)]),
+            ffi::LUA_TSTRING => {
+                out[0] = slice(idx);
+                Some(1)
+            }
             ffi::LUA_TTABLE => {
                 let n = ffi::lua_rawlen(l, idx);
-                if n > 64 {
+                if n > MAX_BUFS {
                     return None;
                 }
-                let mut v = Vec::with_capacity(n);
-                for i in 1..=n {
-                    if ffi::lua_rawgeti(l, idx, i as ffi::lua_Integer) != ffi::LUA_TSTRING {
+                for (i, slot) in out.iter_mut().enumerate().take(n) {
+                    if ffi::lua_rawgeti(l, idx, (i + 1) as ffi::lua_Integer) != ffi::LUA_TSTRING {
                         ffi::lua_settop(l, -2); // the stack goes to the full implementation as it came
                         return None;
                     }
                     // The table keeps the string alive; the stack copy can go.
-                    v.push(slice(-1));
+                    *slot = slice(-1);
                     ffi::lua_settop(l, -2);
                 }
-                Some(v)
+                Some(n)
             }
             _ => None,
         }
@@ -240,7 +250,9 @@ unsafe fn write_impl(l: *mut ffi::lua_State, try_only: bool) -> c_int {
             if !try_only && ffi::lua_type(l, 3) > ffi::LUA_TNIL {
                 return None; // a callback: the full implementation keeps it
             }
-            let bufs = bufs_at(l, 2)?;
+            let mut store: [&[u8]; MAX_BUFS] = [&[]; MAX_BUFS];
+            let nbufs = bufs_at(l, 2, &mut store)?;
+            let bufs = &store[..nbufs];
             let total: usize = bufs.iter().map(|b| b.len()).sum();
             let mut st = core.st.try_borrow_mut().ok()?;
             let slot = st.slots.get_mut(h.id)?;
@@ -252,13 +264,17 @@ unsafe fn write_impl(l: *mut ffi::lua_State, try_only: bool) -> c_int {
                 return None;
             }
             let sock = s.sock.as_ref()?;
-            let slices: Vec<IoSlice> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+            let mut slices = [IoSlice::new(&[]); MAX_BUFS];
+            for (d, b) in slices.iter_mut().zip(bufs) {
+                *d = IoSlice::new(b);
+            }
+            let slices = &slices[..nbufs];
             let n = if s.not_sock {
                 let iov = slices.as_ptr().cast::<libc::iovec>();
                 let r = libc::writev(sock.as_raw_fd(), iov, slices.len() as c_int);
                 usize::try_from(r).ok()?
             } else {
-                sock.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL)
+                sock.send_vectored_with_flags(slices, libc::MSG_NOSIGNAL)
                     .ok()?
             };
             if try_only {
@@ -305,6 +321,11 @@ const FAST: &[(&str, ffi::lua_CFunction)] = &[
     ("timer_stop", timer_stop),
     ("write", write),
     ("try_write", try_write),
+    ("http_parse_head", crate::http_parser::http_parse_head_fast),
+    (
+        "http_parse_request",
+        crate::http_parser::http_parse_request_fast,
+    ),
 ];
 
 /// Puts the fast paths in the module table, each over the full implementation it replaces.

@@ -381,6 +381,7 @@ function Server:run()
   self.ctx = http.context({
     app = self.app,
     parse_head = parser.parse_head,
+    parse_request = parser.parse_request,
     log = log,
     -- timeouts are checked once per tick anyway: a clock read per tick instead of per request
     clock = function() return self.now end,

@@ -84,13 +84,17 @@ local STATUS_OK = {} -- statuses seen before (integers in 100..999)
 local function hex_byte(h) return char(tonumber(h, 16)) end
 
 ---Builds the state shared by every connection of a server.
----@param opts table app (callable), parse_head (fn), log (logger), and the config fields below
+---@param opts table app (callable), parse_head (fn), parse_request (fn, optional: native), log (logger), and
+---the config fields below
 ---@return table ctx
 function M.context(opts)
   if type(opts) ~= "table" then error("luvicorn.protocols.http.context: argument 'opts' must be a table", 2) end
   if opts.app == nil then error("luvicorn.protocols.http.context: argument 'opts.app' is required", 2) end
   if type(opts.parse_head) ~= "function" then
     error("luvicorn.protocols.http.context: argument 'opts.parse_head' must be a function", 2)
+  end
+  if opts.parse_request ~= nil and type(opts.parse_request) ~= "function" then
+    error("luvicorn.protocols.http.context: argument 'opts.parse_request' must be a function or nil", 2)
   end
   local extra = {}
   for i, h in ipairs(opts.headers or {}) do extra[i] = h[1] .. ": " .. h[2] .. "\r\n" end
@@ -100,6 +104,7 @@ function M.context(opts)
   return {
     app = opts.app,
     parse_head = opts.parse_head,
+    parse_request = opts.parse_request or false, -- the head parser plus scan_request, in one native call
     log = opts.log or logging.new({ level = "warning", access_log = false }),
     clock = opts.clock or function() return os.time() * 1000 end,
     time = opts.time or os.time,
@@ -305,6 +310,14 @@ function Protocol:data_received(data)
   self:process()
 end
 
+-- An incomplete head: the head timeout runs from its first bytes.
+local function head_pending(self, ctx)
+  if self.deadline_kind ~= "head" then
+    self.deadline = ctx.clock() + ctx.head_ms
+    self.deadline_kind = "head"
+  end
+end
+
 function Protocol:process()
   if self.processing then return end
   self.processing = true
@@ -321,20 +334,30 @@ function Protocol:process()
         end
         break
       end
-      local consumed, method, target, minor, headers = ctx.parse_head(buf, ctx.max_head, ctx.max_headers)
-      if consumed == nil then
-        if self.deadline_kind ~= "head" then
-          self.deadline = ctx.clock() + ctx.head_ms
-          self.deadline_kind = "head"
+      local parse_request = ctx.parse_request
+      if parse_request then
+        -- luvrs: one native call also does start_request's field checks and target split; its rejections
+        -- come back like the parser's
+        local consumed, method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
+          trailers_ok, upgrade, proxied = parse_request(buf, ctx.max_head, ctx.max_headers, ctx.max_body)
+        if not consumed then
+          if consumed == nil then head_pending(self, ctx) else self:reject(method, target) end
+          break
         end
-        break
-      elseif consumed == false then
-        self:reject(method, target)
-        break
+        if consumed == #buf then self.buf = "" else self.buf = sub(buf, consumed + 1) end
+        self.deadline, self.deadline_kind = nil, nil
+        self:start_request(method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
+          trailers_ok, upgrade, proxied)
+      else
+        local consumed, method, target, minor, headers = ctx.parse_head(buf, ctx.max_head, ctx.max_headers)
+        if not consumed then
+          if consumed == nil then head_pending(self, ctx) else self:reject(method, target) end
+          break
+        end
+        if consumed == #buf then self.buf = "" else self.buf = sub(buf, consumed + 1) end
+        self.deadline, self.deadline_kind = nil, nil
+        self:start_request(method, target, minor, headers)
       end
-      if consumed == #buf then self.buf = "" else self.buf = sub(buf, consumed + 1) end
-      self.deadline, self.deadline_kind = nil, nil
-      self:start_request(method, target, minor, headers)
     elseif state == "body" then
       if not self:read_body() then break end
     else
@@ -357,88 +380,112 @@ local function percent_decode(s)
   return s
 end
 
-function Protocol:start_request(method, target, minor, headers)
-  local ctx = self.ctx
-  local cl, te, conn, host_n, expect, trailers_ok, xfp, xff, fwd, upgrade
-  host_n = 0
+-- The proxy fields of a request whose peer is trusted, gathered as the proxy resolution wants them.
+local function proxy_fields(headers)
+  local xfp, xff, fwd
   for i = 1, #headers do
     local h = headers[i]
     local name = h[1]
-    if name == "host" then
-      host_n = host_n + 1
-    elseif name == "content-length" then
-      local v = h[2]
-      if not find(v, "^%d+$") or #v > 15 then return self:reject(400, "Invalid Content-Length") end
-      v = tonumber(v)
-      if cl and cl ~= v then return self:reject(400, "Conflicting Content-Length headers") end
-      cl = v
-    elseif name == "transfer-encoding" then
-      te = te and (te .. "," .. h[2]) or h[2]
-    elseif name == "connection" then
-      conn = connection_tokens(h[2], conn or {})
-    elseif name == "expect" then
-      if lower(h[2]) == "100-continue" then expect = true end
-    elseif name == "te" then
-      if find(lower(h[2]), "trailers", 1, true) then trailers_ok = true end
-    elseif name == "x-forwarded-proto" then
+    if name == "x-forwarded-proto" then
       xfp = xfp and (xfp .. "," .. h[2]) or h[2]
     elseif name == "x-forwarded-for" then
       xff = xff and (xff .. "," .. h[2]) or h[2]
     elseif name == "forwarded" then
       -- one line each: a broken quoted string in one field line cannot swallow the next
       fwd = fwd and (fwd .. "\n" .. h[2]) or h[2]
-    elseif name == "upgrade" then
-      upgrade = h[2]
     end
   end
-  if minor == 1 and host_n == 0 then return self:reject(400, "Missing Host header") end
-  if host_n > 1 then return self:reject(400, "Multiple Host headers") end
-  local chunked = false
-  if te then
-    if cl then return self:reject(400, "Both Content-Length and Transfer-Encoding") end
-    if minor == 0 then return self:reject(400, "Transfer-Encoding in an HTTP/1.0 request") end
-    local codings = lower(gsub(te, "[ \t]", ""))
-    if codings ~= "chunked" then
-      if find(codings, "chunked", 1, true) and not find(codings, "chunked$") then
-        return self:reject(400, "Transfer-Encoding must end with chunked")
-      end
-      return self:reject(501, "Unsupported Transfer-Encoding")
-    end
-    chunked = true
-  end
-  if cl and ctx.max_body and cl > ctx.max_body then return self:reject(413, "Request body too large") end
+  return xfp, xff, fwd
+end
 
-  -- the request target: origin-form, absolute-form, or "*" (split once per distinct short target)
-  local raw_path, query, path
-  local split = targets[target]
-  if split then
-    raw_path, query, path = split[1], split[2], split[3]
-  else
-    raw_path, query = target, ""
-    local q = find(target, "?", 1, true)
-    if q then raw_path, query = sub(target, 1, q - 1), sub(target, q + 1) end
-    if byte(raw_path, 1) ~= 47 then
-      if raw_path ~= "*" then
-        local rest = raw_path:match("^[hH][tT][tT][pP][sS]?://[^/]*(.*)$")
-        if not rest then return self:reject(400, "Invalid request target") end
-        raw_path = rest == "" and "/" or rest
+-- Probes Protocol.start_request for its Lua field checks alone (scan_request below).
+local SCAN_ONLY = { scan_only = true, ctx = { max_body = false } }
+function SCAN_ONLY.reject(_, status, reason) return false, status, reason end
+
+---Starts a request from its parsed head. With the Lua parser the head's fields are checked here; a
+---native `uv.http_parse_request` (luvrs) has done that already and passes the results in (raw_path on).
+function Protocol:start_request(method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive,
+                                expect, trailers_ok, upgrade, proxied)
+  local ctx = self.ctx
+  if not raw_path then
+    local te, conn, host_n
+    host_n = 0
+    for i = 1, #headers do
+      local h = headers[i]
+      local name = h[1]
+      if name == "host" then
+        host_n = host_n + 1
+      elseif name == "content-length" then
+        local v = h[2]
+        if not find(v, "^%d+$") or #v > 15 then return self:reject(400, "Invalid Content-Length") end
+        v = tonumber(v)
+        if cl and cl ~= v then return self:reject(400, "Conflicting Content-Length headers") end
+        cl = v
+      elseif name == "transfer-encoding" then
+        te = te and (te .. "," .. h[2]) or h[2]
+      elseif name == "connection" then
+        conn = connection_tokens(h[2], conn or {})
+      elseif name == "expect" then
+        if lower(h[2]) == "100-continue" then expect = true end
+      elseif name == "te" then
+        if find(lower(h[2]), "trailers", 1, true) then trailers_ok = true end
+      elseif name == "x-forwarded-proto" or name == "x-forwarded-for" or name == "forwarded" then
+        proxied = true
+      elseif name == "upgrade" then
+        upgrade = h[2]
       end
     end
-    path = percent_decode(raw_path)
-    if ntargets < 1024 and #target <= 128 then
-      targets[target] = { raw_path, query, path }
-      ntargets = ntargets + 1
+    if minor == 1 and host_n == 0 then return self:reject(400, "Missing Host header") end
+    if host_n > 1 then return self:reject(400, "Multiple Host headers") end
+    chunked = false
+    if te then
+      if cl then return self:reject(400, "Both Content-Length and Transfer-Encoding") end
+      if minor == 0 then return self:reject(400, "Transfer-Encoding in an HTTP/1.0 request") end
+      local codings = lower(gsub(te, "[ \t]", ""))
+      if codings ~= "chunked" then
+        if find(codings, "chunked", 1, true) and not find(codings, "chunked$") then
+          return self:reject(400, "Transfer-Encoding must end with chunked")
+        end
+        return self:reject(501, "Unsupported Transfer-Encoding")
+      end
+      chunked = true
+    end
+    if cl and ctx.max_body and cl > ctx.max_body then return self:reject(413, "Request body too large") end
+
+    -- the request target: origin-form, absolute-form, or "*" (split once per distinct short target)
+    local split = targets[target]
+    if split then
+      raw_path, query, path = split[1], split[2], split[3]
+    else
+      raw_path, query = target, ""
+      local q = find(target, "?", 1, true)
+      if q then raw_path, query = sub(target, 1, q - 1), sub(target, q + 1) end
+      if byte(raw_path, 1) ~= 47 then
+        if raw_path ~= "*" then
+          local rest = raw_path:match("^[hH][tT][tT][pP][sS]?://[^/]*(.*)$")
+          if not rest then return self:reject(400, "Invalid request target") end
+          raw_path = rest == "" and "/" or rest
+        end
+      end
+      path = percent_decode(raw_path)
+      if ntargets < 1024 and #target <= 128 then
+        targets[target] = { raw_path, query, path }
+        ntargets = ntargets + 1
+      end
+    end
+    if minor == 1 then
+      keep_alive = not (conn and conn.close)
+    else
+      keep_alive = (conn and conn["keep-alive"] and not conn.close) or false
+    end
+    if self.scan_only then
+      return raw_path, query, path, cl or false, chunked, keep_alive, expect or false, trailers_ok or false,
+        upgrade or false, proxied or false
     end
   end
   local root = ctx.root_path
   if root ~= "" then path, raw_path = root .. path, root .. raw_path end
 
-  local keep_alive
-  if minor == 1 then
-    keep_alive = not (conn and conn.close)
-  else
-    keep_alive = (conn and conn["keep-alive"] and not conn.close) or false
-  end
   if ctx.shutting_down then keep_alive = false end
   ctx.total = ctx.total + 1
   self.requests = self.requests + 1
@@ -451,7 +498,8 @@ function Protocol:start_request(method, target, minor, headers)
   end
 
   local client, scheme = self.client, ctx.scheme
-  if self.trusted and (fwd or xff or xfp) then
+  if proxied and self.trusted then
+    local xfp, xff, fwd = proxy_fields(headers)
     client, scheme = proxy_resolve(ctx.proxy, client, scheme, fwd, xff, xfp)
   end
 
@@ -1158,6 +1206,15 @@ end
 
 M.Protocol = Protocol
 M.Cycle = Cycle
+
+---Checks a request head's fields and splits its target, as start_request does with the Lua parser: the
+---Lua twin of luvrs's `uv.http_parse_request` (a differential spec holds them to the same results).
+---Returns `raw_path, query_string, path, content_length|false, chunked, keep_alive, expect_100, trailers,
+---upgrade|false, proxied`, or `false, status, reason`.
+function M.scan_request(target, minor, headers, max_body)
+  SCAN_ONLY.ctx.max_body = max_body
+  return Protocol.start_request(SCAN_ONLY, nil, target, minor, headers)
+end
 M.pool_size = function() return npool end
 
 return M

@@ -79,6 +79,7 @@ for _, impl in ipairs(parsers.available(uv)) do
         out = opts.out })
       opts.app = app
       opts.parse_head = impl.parse_head
+      opts.parse_request = impl.parse_request
       opts.log = log
       opts.clock = function() return now end
       opts.time = function() return 1700000000 end
