@@ -395,13 +395,6 @@ fn ignore_sigpipe() {
 #[cfg_attr(feature = "module", mlua::lua_module)]
 pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
     ignore_sigpipe();
-    // mlua otherwise wraps every string it creates (a read's data, each callback's arguments) in a
-    // protected call in case Lua runs out of memory, which costs more than the string (about 900
-    // instructions per HTTP request in Luvicorn). The trade: should the allocator fail there, the
-    // Lua error unwinds past Rust frames instead of coming back as an Err. The stock interpreter's
-    // allocator has no limit, and a process out of memory is lost either way.
-    #[cfg(feature = "module")]
-    lua.skip_memory_check(true);
     let weak = lua.create_table()?;
     let mt = lua.create_table()?;
     mt.set("__mode", "v")?;
