@@ -103,6 +103,20 @@ if [ -f lua/luvicorn/cli.lua ] && [ -f examples/hello.lua ]; then
   done
 fi
 
+if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+  row ""
+  row "## Luvicorn hello world, user-space instructions per request (callgrind, 10,000 keep-alive requests)"
+  row ""
+  row "| server | instructions/request | luv / this |"
+  row "|---|---:|---:|"
+  luv_ir=$(bash bench/instructions.sh luv lua)
+  for cfg in "luvrs native" "luvrs lua" "luv lua"; do
+    set -- $cfg
+    if [ "$1" = luv ]; then ir=$luv_ir; else ir=$(bash bench/instructions.sh "$1" "$2"); fi
+    row "| Luvicorn --loop $1 --http $2 | $ir | $(ratio "$luv_ir" "$ir") |"
+  done
+fi
+
 if [ -f lua/luvicorn/supervisor.lua ]; then
   row ""
   row "## Luvicorn --workers (issue 8), wrk -t1 -c64 -d${DURATION}s, nothing pinned (2 cores for all)"
