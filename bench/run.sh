@@ -88,7 +88,7 @@ taskset -c 0 lua5.4 bench/parser.lua | while IFS='|' read -r name l n; do row "|
 
 if [ -f lua/luvicorn/cli.lua ] && [ -f examples/hello.lua ]; then
   row ""
-  row "## Luvicorn hello world (issue 4), wrk -t1 -c64 -d${DURATION}s"
+  row "### Luvicorn hello world (issue 4), wrk -t1 -c64 -d${DURATION}s"
   row ""
   row "| server | req/s | server CPU µs/request |"
   row "|---|---:|---:|"
@@ -105,7 +105,7 @@ fi
 
 if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
   row ""
-  row "## Luvicorn hello world, user-space instructions per request (callgrind, 10,000 keep-alive requests)"
+  row "### Luvicorn hello world, user-space instructions per request (callgrind, 10,000 keep-alive requests)"
   row ""
   row "| server | instructions/request | luv / this |"
   row "|---|---:|---:|"
@@ -119,7 +119,7 @@ fi
 
 if [ -f lua/luvicorn/supervisor.lua ]; then
   row ""
-  row "## Luvicorn --workers (issue 8), wrk -t1 -c64 -d${DURATION}s, nothing pinned (2 cores for all)"
+  row "### Luvicorn --workers (issue 8), wrk -t1 -c64 -d${DURATION}s, nothing pinned (2 cores for all)"
   row ""
   row "| server | req/s | server CPU µs/request (all processes) |"
   row "|---|---:|---:|"
@@ -149,7 +149,7 @@ ws_bench() {
 
 if [ -f lua/luvicorn/protocols/websocket.lua ]; then
   row ""
-  row "## Luvicorn WebSocket echo (issue 5), 64 connections, 64-byte messages, ${DURATION}s"
+  row "### Luvicorn WebSocket echo (issue 5), 64 connections, 64-byte messages, ${DURATION}s"
   row ""
   row "| server | messages/s | server CPU µs/message |"
   row "|---|---:|---:|"
