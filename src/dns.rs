@@ -58,7 +58,7 @@ fn eai(code: i32) -> (&'static str, String) {
         libc::EAI_SERVICE => ("EAI_SERVICE", "service not available for socket type"),
         libc::EAI_SOCKTYPE => ("EAI_SOCKTYPE", "socket type not supported"),
         libc::EAI_SYSTEM => {
-            return describe(crate::error::errno_of(&std::io::Error::last_os_error()));
+            return describe(crate::error::last_errno());
         }
         _ => ("EAI_FAIL", "permanent failure"),
     };

@@ -10,10 +10,10 @@ pub type Errno = i32;
 /// libuv's own "end of file" code; it has no errno.
 pub const UV_EOF: Errno = -4095;
 
-/// libuv's name and message for an error code; unknown codes fall back to the OS's text.
-pub fn describe(code: Errno) -> (&'static str, String) {
+/// libuv's name and message for the codes it knows.
+fn known(code: Errno) -> Option<(&'static str, &'static str)> {
     use libc::*;
-    let known: Option<(&'static str, &'static str)> = match code {
+    match code {
         UV_EOF => Some(("EOF", "end of file")),
         E2BIG => Some(("E2BIG", "argument list too long")),
         EACCES => Some(("EACCES", "permission denied")),
@@ -73,8 +73,12 @@ pub fn describe(code: Errno) -> (&'static str, String) {
         ETXTBSY => Some(("ETXTBSY", "text file is busy")),
         EXDEV => Some(("EXDEV", "cross-device link not permitted")),
         _ => None,
-    };
-    match known {
+    }
+}
+
+/// libuv's name and message for an error code; unknown codes fall back to the OS's text.
+pub fn describe(code: Errno) -> (&'static str, String) {
+    match known(code) {
         Some((name, msg)) => (name, msg.to_string()),
         None if code > 0 => ("UNKNOWN", io::Error::from_raw_os_error(code).to_string()),
         None => ("UNKNOWN", format!("unknown error {code}")),
@@ -83,12 +87,17 @@ pub fn describe(code: Errno) -> (&'static str, String) {
 
 /// The error name a callback receives, e.g. `"ECONNRESET"`.
 pub fn name(code: Errno) -> &'static str {
-    describe(code).0
+    known(code).map_or("UNKNOWN", |(name, _)| name)
 }
 
 /// The errno behind an I/O error (EIO when the error carries none).
 pub fn errno_of(e: &io::Error) -> Errno {
     e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// The errno the last failed OS call left.
+pub fn last_errno() -> Errno {
+    errno_of(&io::Error::last_os_error())
 }
 
 /// luv's success value for operations: `0` (the other half of `fail`).

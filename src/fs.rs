@@ -71,25 +71,7 @@ fn time(lua: &Lua, sec: i64, nsec: i64) -> LuaResult<LuaTable> {
 
 fn stat_table(lua: &Lua, m: &std::fs::Metadata) -> LuaResult<LuaValue> {
     let t = lua.create_table_with_capacity(0, 20)?;
-    let ft = m.file_type();
-    let kind = if ft.is_symlink() {
-        "link"
-    } else if ft.is_dir() {
-        "directory"
-    } else if ft.is_file() {
-        "file"
-    } else if ft.is_socket() {
-        "socket"
-    } else if ft.is_fifo() {
-        "fifo"
-    } else if ft.is_char_device() {
-        "char"
-    } else if ft.is_block_device() {
-        "block"
-    } else {
-        "unknown"
-    };
-    t.raw_set("type", kind)?;
+    t.raw_set("type", type_name(m.file_type()))?;
     for (k, v) in [
         ("dev", m.dev() as i64),
         ("ino", m.ino() as i64),
@@ -113,20 +95,26 @@ fn stat_table(lua: &Lua, m: &std::fs::Metadata) -> LuaResult<LuaValue> {
     Ok(LuaValue::Table(t))
 }
 
-pub fn fs_stat(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
+/// `fs_stat` and `fs_lstat`: the stat table of what `metadata` finds at the path.
+fn stat_with(
+    lua: &Lua,
+    core: &Rc<Core>,
+    a: &Args,
+    metadata: fn(&Path) -> std::io::Result<std::fs::Metadata>,
+) -> Ret {
     let (path, shown) = path_arg(a, 1)?;
-    let r = std::fs::metadata(&path)
+    let r = metadata(&path)
         .map_err(|e| errno_of(&e))
         .and_then(|m| stat_table(lua, &m).map_err(|_| libc::ENOMEM));
     finish(lua, core, a, 2, &shown, r)
 }
 
+pub fn fs_stat(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
+    stat_with(lua, core, a, |p| std::fs::metadata(p))
+}
+
 pub fn fs_lstat(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
-    let (path, shown) = path_arg(a, 1)?;
-    let r = std::fs::symlink_metadata(&path)
-        .map_err(|e| errno_of(&e))
-        .and_then(|m| stat_table(lua, &m).map_err(|_| libc::ENOMEM));
-    finish(lua, core, a, 2, &shown, r)
+    stat_with(lua, core, a, |p| std::fs::symlink_metadata(p))
 }
 
 pub fn fs_realpath(lua: &Lua, core: &Rc<Core>, a: &Args) -> Ret {
@@ -222,9 +210,11 @@ impl LuaUserData for FsReq {
 /// luv's name for an entry's type. The type comes from the directory entry itself (no stat), so a
 /// symbolic link is `"link"` whatever it points to.
 fn dirent_type(e: &std::fs::DirEntry) -> &'static str {
-    let Ok(ft) = e.file_type() else {
-        return "unknown";
-    };
+    e.file_type().map_or("unknown", type_name)
+}
+
+/// luv's name for a file type, in `fs_stat`'s `type` field and from `fs_scandir_next`.
+fn type_name(ft: std::fs::FileType) -> &'static str {
     if ft.is_symlink() {
         "link"
     } else if ft.is_dir() {

@@ -134,8 +134,10 @@ pub fn metatable_key(kind: Kind) -> String {
 /// `__gc` of every handle metatable.
 pub unsafe extern "C-unwind" fn handle_gc(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: only handle metatables carry this __gc, so argument 1 is a RawHandle block.
-    let h = unsafe { (ffi::lua_touserdata(l, 1) as *const RawHandle).read() };
-    let addr = unsafe { ffi::lua_touserdata(l, 1) } as usize;
+    let p = unsafe { ffi::lua_touserdata(l, 1) } as *const RawHandle;
+    // SAFETY: as above; the block was written once by `create`.
+    let h = unsafe { p.read() };
+    let addr = p as usize;
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         LIVE.with(|m| m.borrow_mut().remove(&addr));
         // SAFETY: the core is never freed.
@@ -161,6 +163,18 @@ pub enum Data {
     Udp(Box<crate::udp::Udp>),
     Async(crate::async_handle::Async),
     Poll(Box<crate::poll::Poller>),
+}
+
+impl Data {
+    /// The "in `State::io_ready`" flag of the handles the I/O phase serves.
+    pub fn io_queued(&mut self) -> Option<&mut bool> {
+        match self {
+            Data::Stream(s) => Some(&mut s.queued),
+            Data::Udp(u) => Some(&mut u.queued),
+            Data::Poll(p) => Some(&mut p.queued),
+            _ => None,
+        }
+    }
 }
 
 /// The loop-side state of one handle.
@@ -263,7 +277,7 @@ fn one(v: impl IntoLua, lua: &Lua) -> LuaResult<LuaMultiValue> {
     Ok(LuaMultiValue::from_vec(vec![v.into_lua(lua)?]))
 }
 
-pub fn close(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+pub fn close(_lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let (ud, h) = a.any_handle(1)?;
     let cb = a.opt_func(2)?;
     let mut st = core.st()?;
@@ -275,8 +289,6 @@ pub fn close(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         )));
     }
     st.begin_close(h.id, ud, cb);
-    drop(st);
-    let _ = lua;
     Ok(LuaMultiValue::new())
 }
 
@@ -326,8 +338,8 @@ pub fn get_type(lua: &Lua, _core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
     ]))
 }
 
-/// The OS descriptor behind a handle, for `fileno` and the buffer-size calls.
-fn fd_of(st: &mut State, id: usize) -> Result<i32, i32> {
+/// The OS descriptor behind a handle, for `fileno`, the buffer-size calls and `write2`.
+pub fn fd_of(st: &mut State, id: usize) -> Result<i32, i32> {
     let slot = &mut st.slots[id];
     if slot.closing {
         return Err(libc::EBADF);
@@ -373,10 +385,7 @@ fn buffer_size(lua: &Lua, core: &Rc<Core>, a: &Args, opt: libc::c_int) -> LuaRes
             )
         };
         if r != 0 {
-            return fail(
-                lua,
-                crate::error::errno_of(&std::io::Error::last_os_error()),
-            );
+            return fail(lua, crate::error::last_errno());
         }
         one(v as i64, lua)
     } else {
@@ -392,10 +401,7 @@ fn buffer_size(lua: &Lua, core: &Rc<Core>, a: &Args, opt: libc::c_int) -> LuaRes
             )
         };
         if r != 0 {
-            return fail(
-                lua,
-                crate::error::errno_of(&std::io::Error::last_os_error()),
-            );
+            return fail(lua, crate::error::last_errno());
         }
         ok0(lua)
     }

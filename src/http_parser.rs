@@ -459,6 +459,12 @@ fn max_body_arg(a: &Args, i: usize) -> LuaResult<Option<f64>> {
     }
 }
 
+/// `b[r.0..r.1]` with no panic path: the pushes run between Lua's C frames, which a panic must
+/// not unwind through (the parser's ranges are always in bounds).
+fn span(b: &[u8], r: (usize, usize)) -> &[u8] {
+    b.get(r.0..r.1).unwrap_or_default()
+}
+
 unsafe fn push(l: *mut ffi::lua_State, r: &[u8]) {
     // SAFETY: the caller checked the stack room; lua_pushlstring copies the bytes.
     unsafe {
@@ -491,15 +497,15 @@ unsafe fn push_head(l: *mut ffi::lua_State, b: &[u8], head: &Head) {
     // SAFETY: the caller checked room for 20 slots; only strings and tables are pushed.
     unsafe {
         ffi::lua_pushinteger(l, head.consumed as ffi::lua_Integer);
-        push(l, &b[head.method.0..head.method.1]);
-        push(l, &b[head.target.0..head.target.1]);
+        push(l, span(b, head.method));
+        push(l, span(b, head.target));
         ffi::lua_pushinteger(l, head.minor as ffi::lua_Integer);
         ffi::lua_createtable(l, head.headers.len() as c_int, 0);
         for (i, (name, value)) in head.headers.iter().enumerate() {
             ffi::lua_createtable(l, 2, 0);
-            push_lower(l, &b[name.0..name.1]);
+            push_lower(l, span(b, *name));
             ffi::lua_rawseti(l, -2, 1);
-            push(l, &b[value.0..value.1]);
+            push(l, span(b, *value));
             ffi::lua_rawseti(l, -2, 2);
             ffi::lua_rawseti(l, -2, (i + 1) as ffi::lua_Integer);
         }
@@ -521,10 +527,10 @@ unsafe fn push_request(
         match req.raw_path {
             // the usual origin-form target with no query: the same string
             Piece::Range(s, e) if (s, e) == head.target => ffi::lua_pushvalue(l, target_idx),
-            Piece::Range(s, e) => push(l, &b[s..e]),
+            Piece::Range(s, e) => push(l, span(b, (s, e))),
             Piece::Slash => push(l, b"/"),
         }
-        push(l, &b[req.query.0..req.query.1]);
+        push(l, span(b, req.query));
         match &req.decoded {
             Some(d) => push(l, d),
             None => ffi::lua_pushvalue(l, raw_idx),
@@ -537,7 +543,7 @@ unsafe fn push_request(
             ffi::lua_pushboolean(l, flag as c_int);
         }
         match req.upgrade {
-            Some((s, e)) => push(l, &b[s..e]),
+            Some(r) => push(l, span(b, r)),
             None => ffi::lua_pushboolean(l, 0),
         }
         ffi::lua_pushboolean(l, req.proxied as c_int);

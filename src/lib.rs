@@ -207,7 +207,7 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("async_send", async_handle::async_send),
     // poll
     ("new_poll", poll::new_poll),
-    ("new_socket_poll", poll::new_socket_poll),
+    ("new_socket_poll", poll::new_poll),
     ("poll_start", poll::poll_start),
     ("poll_stop", poll::poll_stop),
     // tty
@@ -297,11 +297,9 @@ const STREAM_METHODS: &[&str] = &[
     "write",
     "write2",
     "try_write",
-    "try_write2",
     "shutdown",
     "is_readable",
     "is_writable",
-    "set_blocking",
     "sendfile",
 ];
 
@@ -352,9 +350,7 @@ fn handle_metatable(lua: &Lua, core: &Rc<Core>, uv: &LuaTable, kind: Kind) -> Lu
         )?;
     }
     for name in names {
-        if let Some(f) = uv.raw_get::<Option<LuaFunction>>(name)? {
-            index.raw_set(name, f)?;
-        }
+        index.raw_set(name, uv.raw_get::<LuaFunction>(name)?)?;
     }
     index.raw_set("get_type", uv.raw_get::<LuaFunction>("handle_get_type")?)?;
     let prefix = format!("{}_", kind.name());

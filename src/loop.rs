@@ -199,6 +199,24 @@ impl State {
         self.alive_reqs += 1;
     }
 
+    /// A request of handle `id` that ended at once: its callback runs in the next pending phase,
+    /// as libuv never calls back from within the call that made the request.
+    pub fn req_pending(
+        &mut self,
+        id: usize,
+        ud: &LuaAnyUserData,
+        cb: Option<LuaFunction>,
+        err: Option<i32>,
+    ) {
+        self.req_start(id, ud);
+        self.pending.push_back(Pending {
+            id,
+            cb,
+            err,
+            sent: None,
+        });
+    }
+
     /// A request of handle `id` finished (its callback is about to run).
     pub fn req_done(&mut self, id: usize) {
         self.slots[id].reqs -= 1;
@@ -216,11 +234,8 @@ impl State {
     }
 
     pub fn queue_io(&mut self, id: usize) {
-        let queued = match &mut self.slots[id].data {
-            Data::Stream(s) => &mut s.queued,
-            Data::Udp(u) => &mut u.queued,
-            Data::Poll(p) => &mut p.queued,
-            _ => return,
+        let Some(queued) = self.slots[id].data.io_queued() else {
+            return;
         };
         if !*queued {
             *queued = true;
@@ -529,11 +544,8 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
             };
             let kind = match st.slots.get_mut(id) {
                 Some(slot) if !slot.closing => {
-                    match &mut slot.data {
-                        Data::Stream(s) => s.queued = false,
-                        Data::Udp(u) => u.queued = false,
-                        Data::Poll(p) => p.queued = false,
-                        _ => {}
+                    if let Some(queued) = slot.data.io_queued() {
+                        *queued = false;
                     }
                     slot.kind
                 }

@@ -1,7 +1,7 @@
 //! Process and system information: the misc functions real programs need.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail, ok0};
+use crate::error::{errno_of, fail, last_errno, ok0};
 use crate::event_loop::Core;
 use mlua::prelude::*;
 use std::ffi::CStr;
@@ -13,7 +13,7 @@ type Ret = LuaResult<LuaMultiValue>;
 pub const UV_VERSION: (u32, u32, u32) = (1, 44, 2);
 
 fn last_err(lua: &Lua) -> Ret {
-    fail(lua, errno_of(&std::io::Error::last_os_error()))
+    fail(lua, last_errno())
 }
 
 pub fn version(lua: &Lua, _c: &Rc<Core>, _a: &Args) -> Ret {

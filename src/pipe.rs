@@ -3,18 +3,14 @@
 //! raw descriptor pairs.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail, ok0, Errno};
-use crate::event_loop::{Core, Pending};
-use crate::handle::{create, Data, HandleRef, Kind};
+use crate::error::{errno_of, fail, last_errno, ok0, Errno};
+use crate::event_loop::Core;
+use crate::handle::{create, Data, Kind};
 use crate::stream::{adopt, req_object, Stream};
 use mlua::prelude::*;
 use socket2::{Domain, SockAddr, Socket, Type};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
-
-fn last_errno() -> Errno {
-    errno_of(&std::io::Error::last_os_error())
-}
 
 pub fn new_pipe(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let ipc = match a.get(1) {
@@ -149,15 +145,7 @@ pub fn pipe_connect(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiV
             st.req_start(h.id, ud);
         }
         // As libuv: the error arrives in the callback, on a later tick.
-        Some(e) => {
-            st.pending.push_back(Pending {
-                id: h.id,
-                cb,
-                err: Some(e),
-                sent: None,
-            });
-            st.req_start(h.id, ud);
-        }
+        Some(e) => st.req_pending(h.id, ud, cb, Some(e)),
     }
     let req = req_object(core, "connect")?;
     Ok(LuaMultiValue::from_vec(vec![req]))
@@ -229,8 +217,7 @@ pub fn pipe_chmod(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVal
         Ok(m) => m.permissions().mode(),
         Err(e) => return fail(lua, errno_of(&e)),
     };
-    let want = (mode & !0o777) | (mode & 0o777) | bits;
-    match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(want)) {
+    match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode | bits)) {
         Ok(()) => ok0(lua),
         Err(e) => fail(lua, errno_of(&e)),
     }
@@ -371,13 +358,4 @@ pub fn kind_of_fd(fd: RawFd) -> Kind {
             _ => Kind::Pipe,
         }
     }
-}
-
-/// The raw descriptor of a stream handle (for `write2` and process stdio).
-pub fn raw_fd(core: &Rc<Core>, h: &HandleRef) -> LuaResult<Option<RawFd>> {
-    let mut st = core.st()?;
-    Ok(match &mut st.slots[h.id].data {
-        Data::Stream(s) => s.sock.as_ref().map(|k| k.as_raw_fd()),
-        _ => None,
-    })
 }

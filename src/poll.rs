@@ -3,7 +3,7 @@
 //! while the descriptor stays ready.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail, ok0};
+use crate::error::{errno_of, fail, last_errno, ok0};
 use crate::event_loop::{call, Core, State};
 use crate::handle::{create, Data, Kind};
 use mio::unix::SourceFd;
@@ -45,12 +45,13 @@ fn poller(st: &mut State, id: usize) -> &mut Poller {
     }
 }
 
-fn new_impl(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+/// `new_poll(fd)` and `new_socket_poll(fd)`: on Unix a socket is a descriptor like any other.
+pub fn new_poll(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let fd = a.int(1)?;
     let fd = i32::try_from(fd).map_err(|_| a.invalid(1, "invalid file descriptor"))?;
     // SAFETY: F_GETFL only inspects the descriptor.
     if unsafe { libc::fcntl(fd, libc::F_GETFL) } < 0 {
-        return fail(lua, errno_of(&std::io::Error::last_os_error()));
+        return fail(lua, last_errno());
     }
     create(
         lua,
@@ -65,14 +66,6 @@ fn new_impl(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         })),
     )?
     .into_lua_multi(lua)
-}
-
-pub fn new_poll(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    new_impl(lua, core, a)
-}
-
-pub fn new_socket_poll(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    new_impl(lua, core, a)
 }
 
 fn parse_events(a: &Args, i: usize) -> LuaResult<u8> {
@@ -189,7 +182,7 @@ fn ready_now(fd: RawFd, want: u8) -> Result<u8, i32> {
     // SAFETY: one valid pollfd, zero timeout.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     if n < 0 {
-        return Err(errno_of(&std::io::Error::last_os_error()));
+        return Err(last_errno());
     }
     let r = pfd.revents;
     if r & libc::POLLNVAL != 0 {

@@ -2,7 +2,7 @@
 //! SIGCHLD through the signal self-pipe.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail, ok0, Errno};
+use crate::error::{errno_of, fail, last_errno, ok0};
 use crate::event_loop::{call, Core, State};
 use crate::handle::{create, id_of, Data, Kind};
 use crate::stream::adopt;
@@ -24,10 +24,6 @@ fn proc_of(st: &mut State, id: usize) -> &mut Process {
         Data::Process(p) => p,
         _ => unreachable!("slot is not a process"),
     }
-}
-
-fn last_errno() -> Errno {
-    errno_of(&std::io::Error::last_os_error())
 }
 
 /// What a child's descriptor `i` becomes.
@@ -98,7 +94,8 @@ pub fn spawn(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
                     if !h.kind.is_stream() {
                         return Err(a.invalid(2, "stdio entries must be fds or stream handles"));
                     }
-                    match crate::pipe::raw_fd(core, &h)? {
+                    let fd = core.st()?.slots[h.id].stream().fd();
+                    match fd {
                         Some(fd) => stdio.push(Stdio::Fd(fd)),
                         None if h.kind == Kind::Pipe => stdio.push(Stdio::Create(h.id)),
                         None => return fail(lua, libc::EINVAL),
@@ -431,17 +428,9 @@ pub fn reap(core: &Rc<Core>) -> LuaResult<()> {
     Ok(())
 }
 
-fn signal_arg(a: &Args, i: usize) -> LuaResult<i32> {
-    match a.get(i) {
-        LuaValue::Nil => Ok(libc::SIGTERM),
-        LuaValue::Integer(0) => Ok(0),
-        _ => crate::signal::signum(a, i),
-    }
-}
-
 pub fn process_kill(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let (_, h) = a.handle(1, Kind::Process)?;
-    let n = signal_arg(a, 2)?;
+    let n = crate::signal::kill_signal(a, 2)?;
     let pid = {
         let mut st = core.st()?;
         let p = proc_of(&mut st, h.id);

@@ -2,7 +2,7 @@
 //! pipe in its I/O phase and calls every started handle for that signal.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail, ok0};
+use crate::error::{errno_of, fail, last_errno, ok0};
 use crate::event_loop::{call, Core, State, SIGNAL_TOKEN};
 use crate::handle::{create, Data, Kind};
 use mio::unix::SourceFd;
@@ -174,19 +174,12 @@ fn start_impl(lua: &Lua, core: &Rc<Core>, a: &Args, oneshot: bool) -> LuaResult<
     if n == libc::SIGKILL || n == libc::SIGSTOP {
         return fail(lua, libc::EINVAL);
     }
-    if let Err(e) = ensure_pipe(&mut st) {
+    // The new signal first, as libuv does: if its handler cannot be installed, the handle goes on
+    // watching the old one.
+    if let Err(e) = watch(&mut st, n) {
         return fail(lua, errno_of(&e));
     }
     stop(&mut st, h.id);
-    if st.signals.installed.get(&n).copied().unwrap_or(0) == 0 {
-        if let Err(e) = install(
-            n,
-            on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        ) {
-            return fail(lua, errno_of(&e));
-        }
-    }
-    *st.signals.installed.entry(n).or_insert(0) += 1;
     let s = sig(&mut st, h.id);
     s.signum = n;
     if cb.is_some() {
@@ -221,16 +214,11 @@ pub fn stop(st: &mut State, id: usize) {
         return;
     }
     let n = sig(st, id).signum;
-    if let Some(c) = st.signals.installed.get_mut(&n) {
-        *c -= 1;
-        if *c == 0 {
-            st.signals.installed.remove(&n);
-            let _ = install(n, libc::SIG_DFL);
-        }
-    }
+    unwatch(st, n);
 }
 
-/// Installs the handler for `n` on behalf of the loop itself (SIGCHLD for processes).
+/// Installs the handler for `n` unless it is in place, and counts one more watcher of `n` (a
+/// signal handle, or the loop itself: SIGCHLD for processes).
 pub fn watch(st: &mut State, n: i32) -> std::io::Result<()> {
     ensure_pipe(st)?;
     if st.signals.installed.get(&n).copied().unwrap_or(0) == 0 {
@@ -310,17 +298,61 @@ pub fn dispatch(core: &Rc<Core>) -> LuaResult<()> {
     Ok(())
 }
 
+/// The signal argument of `kill` and `process_kill`: SIGTERM when absent; 0 probes whether the
+/// process exists.
+pub fn kill_signal(a: &Args, i: usize) -> LuaResult<i32> {
+    match a.get(i) {
+        LuaValue::Nil => Ok(libc::SIGTERM),
+        LuaValue::Integer(0) => Ok(0),
+        _ => signum(a, i),
+    }
+}
+
 pub fn kill(lua: &Lua, _core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let pid = a.int(1)?;
-    let n = match a.get(2) {
-        LuaValue::Nil => libc::SIGTERM,
-        // Signal 0 probes whether the process exists.
-        LuaValue::Integer(0) => 0,
-        _ => signum(a, 2)?,
-    };
+    let n = kill_signal(a, 2)?;
     // SAFETY: kill(2) has no memory-safety preconditions.
     if unsafe { libc::kill(pid as libc::pid_t, n) } != 0 {
-        return fail(lua, errno_of(&std::io::Error::last_os_error()));
+        return fail(lua, last_errno());
     }
     ok0(lua)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The disposition of `n` is luvrs's handler.
+    fn handled(n: i32) -> bool {
+        // SAFETY: queries a disposition into a zeroed sigaction.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(n, std::ptr::null(), &mut old);
+            old.sa_sigaction == super::on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t
+        }
+    }
+
+    #[test]
+    fn a_refused_start_keeps_the_old_signal_watched() {
+        let lua = mlua::Lua::new();
+        lua.globals()
+            .set("uv", crate::luvrs(&lua).expect("module"))
+            .expect("global");
+        lua.load(
+            r#"
+            a, b = uv.new_signal(), uv.new_signal()
+            assert(uv.signal_start(a, "sigusr2", function() end) == 0)
+            assert(uv.signal_start(b, "sigusr2", function() end) == 0)
+            -- glibc keeps signal 32 for itself: sigaction refuses it.
+            assert(uv.signal_start(a, 32, function() end) == nil)
+            assert(uv.is_active(a))
+            assert(uv.signal_stop(a) == 0)
+            "#,
+        )
+        .exec()
+        .expect("chunk");
+        assert!(handled(libc::SIGUSR2), "b still watches SIGUSR2");
+        lua.load("assert(uv.signal_stop(b) == 0)")
+            .exec()
+            .expect("chunk");
+        assert!(!handled(libc::SIGUSR2));
+    }
 }

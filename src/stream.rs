@@ -2,8 +2,8 @@
 //! I/O dispatch the loop runs for a ready stream.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail, name, ok0, Errno, UV_EOF};
-use crate::event_loop::{call, Core, Pending, State};
+use crate::error::{errno_of, fail, last_errno, name, ok0, Errno, UV_EOF};
+use crate::event_loop::{call, Core, State};
 use crate::handle::Kind;
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
@@ -247,17 +247,24 @@ pub fn read_start(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVal
 }
 
 pub fn read_stop(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    let (ud, h) = a.stream(1)?;
+    let (_, h) = a.stream(1)?;
     let mut st = core.st()?;
     if st.slots[h.id].closing {
         return ok0(lua);
     }
-    let s = st.slots[h.id].stream();
+    stop_reading(&mut st, h.id);
+    ok0(lua)
+}
+
+/// Ends reading (`read_stop`, EOF, a read error): the handle stays active only while it listens
+/// (and then `listen` already holds its userdata).
+fn stop_reading(st: &mut State, id: usize) {
+    let slot = &mut st.slots[id];
+    let s = slot.stream();
     s.reading = false;
     s.read_cb = None;
-    let listening = s.listening;
-    st.set_active(h.id, ud, listening);
-    ok0(lua)
+    slot.active = s.listening;
+    st.sync(id);
 }
 
 /// A stream that can be written to now, or the error luv reports: EBADF when closing or without
@@ -277,8 +284,9 @@ fn writable(st: &mut State, id: usize) -> Result<&mut Stream, Errno> {
     Ok(s)
 }
 
-/// The strings of a write: one string, or an array of strings.
-fn write_bufs(a: &Args, i: usize) -> LuaResult<Vec<LuaString>> {
+/// The strings of a write or a datagram: one string, or an array of strings (numbers count as
+/// their string form, as in luv).
+pub fn write_bufs(a: &Args, i: usize) -> LuaResult<Vec<LuaString>> {
     match a.get(i) {
         LuaValue::String(s) => Ok(vec![s.clone()]),
         LuaValue::Integer(_) | LuaValue::Number(_) => Ok(vec![a.string(i)?]),
@@ -448,21 +456,15 @@ pub fn write2(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> 
             return fail(lua, libc::EINVAL);
         }
     }
-    let fd = {
-        let mut st = core.st()?;
-        match &mut st.slots[other.id].data {
-            crate::handle::Data::Stream(s) => s.fd(),
-            crate::handle::Data::Udp(u) => u.sock.as_ref().map(|k| k.as_raw_fd()),
-            _ => None,
-        }
-    };
-    let Some(fd) = fd else {
-        return fail(lua, libc::EBADF);
+    let fd = crate::handle::fd_of(&mut *core.st()?, other.id);
+    let fd = match fd {
+        Ok(fd) => fd,
+        Err(e) => return fail(lua, e),
     };
     // SAFETY: F_DUPFD_CLOEXEC on the handle's open descriptor; the copy is ours to close.
     let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
     if dup < 0 {
-        return fail(lua, errno_of(&io::Error::last_os_error()));
+        return fail(lua, last_errno());
     }
     // SAFETY: dup is a new descriptor nothing else owns.
     let owned = unsafe { OwnedFd::from_raw_fd(dup) };
@@ -512,12 +514,7 @@ fn write_impl(
             let req = req_object(core, "write")?;
             return Ok(LuaMultiValue::from_vec(vec![req]));
         }
-        st.pending.push_back(Pending {
-            id: h.id,
-            cb,
-            err,
-            sent: None,
-        });
+        st.req_pending(h.id, ud, cb, err);
     } else {
         let queued: usize = total - bytes_before(&bufs, idx, off);
         s.wq_bytes += queued;
@@ -529,8 +526,8 @@ fn write_impl(
             file: None,
             send_fd,
         });
+        st.req_start(h.id, ud);
     }
-    st.req_start(h.id, ud);
     let req = req_object(core, "write")?;
     Ok(LuaMultiValue::from_vec(vec![req]))
 }
@@ -660,7 +657,6 @@ fn flush(s: &mut Stream) -> Vec<Done> {
 
 /// One sendfile(2) call; a file that ends early ends the request.
 fn send_file(sock: &Socket, f: &mut FileRange) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
     loop {
         let mut off = f.offset as libc::off_t;
         // SAFETY: both descriptors are open and owned by this request; off is valid for writes.
@@ -935,13 +931,7 @@ fn read_ready(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
                 ReadOutcome::Data(_) => {}
                 // As libuv 1.44: at EOF reading stops before the callback and the stream stays
                 // readable (EOF persists, so a new read_start reports it again).
-                ReadOutcome::Eof => {
-                    s.reading = false;
-                    s.read_cb = None;
-                    let listening = s.listening;
-                    slot.active = listening;
-                    st.sync(id);
-                }
+                ReadOutcome::Eof => stop_reading(&mut st, id),
                 // On an error the stream is neither readable nor writable during the callback;
                 // reading stops after it.
                 ReadOutcome::Error(_) => {
@@ -959,15 +949,12 @@ fn read_ready(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
             ReadOutcome::Error(e) => {
                 call(core, &cb, if e == UV_EOF { "EOF" } else { name(e) })?;
                 let mut st = core.st()?;
-                if let Some(slot) = st.slots.get_mut(id).filter(|s| !s.closing) {
-                    let s = slot.stream();
-                    if s.reading {
-                        s.reading = false;
-                        s.read_cb = None;
-                        let listening = s.listening;
-                        slot.active = listening;
-                        st.sync(id);
-                    }
+                if st
+                    .slots
+                    .get_mut(id)
+                    .is_some_and(|s| !s.closing && s.stream().reading)
+                {
+                    stop_reading(&mut st, id);
                 }
                 return Ok(());
             }

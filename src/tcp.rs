@@ -3,7 +3,7 @@
 
 use crate::args::Args;
 use crate::error::{errno_of, fail, ok0, Errno};
-use crate::event_loop::{Core, Pending, State};
+use crate::event_loop::{Core, State};
 use crate::handle::{create, Data, Kind};
 use crate::stream::{adopt, req_object, Stream};
 use mlua::prelude::*;
@@ -138,10 +138,6 @@ pub fn tcp_bind(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
     }
 }
 
-fn addr_table(lua: &Lua, sa: &SockAddr) -> LuaResult<LuaMultiValue> {
-    addr_value(lua, sa)?.into_lua_multi(lua)
-}
-
 /// luv's address table: `{ip, port, family}` (only `family` for Unix sockets).
 pub fn addr_value(lua: &Lua, sa: &SockAddr) -> LuaResult<LuaTable> {
     let t = lua.create_table_with_capacity(0, 3)?;
@@ -155,32 +151,29 @@ pub fn addr_value(lua: &Lua, sa: &SockAddr) -> LuaResult<LuaTable> {
     Ok(t)
 }
 
-pub fn tcp_getsockname(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+/// The address table of the handle's own end, or of its peer's.
+fn name_of(lua: &Lua, core: &Rc<Core>, a: &Args, peer: bool) -> LuaResult<LuaMultiValue> {
     let (_, h) = a.handle(1, Kind::Tcp)?;
-    let r = core.st()?.slots[h.id]
-        .stream()
-        .sock
-        .as_ref()
-        .map(|s| s.local_addr());
+    let r = core.st()?.slots[h.id].stream().sock.as_ref().map(|s| {
+        if peer {
+            s.peer_addr()
+        } else {
+            s.local_addr()
+        }
+    });
     match r {
-        Some(Ok(sa)) => addr_table(lua, &sa),
+        Some(Ok(sa)) => addr_value(lua, &sa)?.into_lua_multi(lua),
         Some(Err(e)) => fail(lua, errno_of(&e)),
         None => fail(lua, libc::EBADF),
     }
 }
 
+pub fn tcp_getsockname(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    name_of(lua, core, a, false)
+}
+
 pub fn tcp_getpeername(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    let (_, h) = a.handle(1, Kind::Tcp)?;
-    let r = core.st()?.slots[h.id]
-        .stream()
-        .sock
-        .as_ref()
-        .map(|s| s.peer_addr());
-    match r {
-        Some(Ok(sa)) => addr_table(lua, &sa),
-        Some(Err(e)) => fail(lua, errno_of(&e)),
-        None => fail(lua, libc::EBADF),
-    }
+    name_of(lua, core, a, true)
 }
 
 pub fn tcp_connect(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
@@ -222,13 +215,7 @@ pub fn tcp_connect(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVa
         }
         // As libuv: a refused or failed connect is reported to the callback, on a later tick.
         Err(e) if e == libc::ECONNREFUSED || e == libc::EADDRINUSE || e == libc::ENETUNREACH => {
-            st.pending.push_back(Pending {
-                id: h.id,
-                cb,
-                err: Some(e),
-                sent: None,
-            });
-            st.req_start(h.id, ud);
+            st.req_pending(h.id, ud, cb, Some(e));
         }
         Err(e) => return fail(lua, e),
     }

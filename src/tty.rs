@@ -1,7 +1,7 @@
 //! TTY handles: terminal streams with window size and mode control, and `guess_handle`.
 
 use crate::args::Args;
-use crate::error::{errno_of, fail, ok0, Errno};
+use crate::error::{errno_of, fail, last_errno, ok0};
 use crate::event_loop::Core;
 use crate::handle::{create, id_of, Data, HandleRef, Kind};
 use crate::stream::{adopt, Stream};
@@ -13,10 +13,6 @@ use std::sync::Mutex;
 
 /// The terminal settings from before the first `tty_set_mode`, for `tty_reset_mode`.
 static ORIG: Mutex<Option<(RawFd, libc::termios)>> = Mutex::new(None);
-
-fn last_errno() -> Errno {
-    errno_of(&std::io::Error::last_os_error())
-}
 
 fn is_tty(fd: RawFd) -> bool {
     // SAFETY: isatty has no memory-safety preconditions.

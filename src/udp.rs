@@ -4,6 +4,7 @@ use crate::args::Args;
 use crate::error::{errno_of, fail, name, ok0, Errno};
 use crate::event_loop::{call, Core, State};
 use crate::handle::{create, id_of, Data, Kind};
+use crate::stream::write_bufs;
 use crate::tcp::{addr, addr_value, family};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
@@ -234,23 +235,6 @@ pub fn udp_getpeername(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMul
     name_of(lua, core, a, true)
 }
 
-fn bufs_arg(a: &Args, i: usize) -> LuaResult<Vec<LuaString>> {
-    match a.get(i) {
-        LuaValue::String(s) => Ok(vec![s.clone()]),
-        LuaValue::Table(t) => {
-            let mut v = Vec::new();
-            for j in 1..=t.raw_len() {
-                match t.raw_get::<LuaValue>(j)? {
-                    LuaValue::String(s) => v.push(s),
-                    _ => return Err(a.invalid(i, "table of strings expected")),
-                }
-            }
-            Ok(v)
-        }
-        _ => Err(a.bad(i, "string or table of strings")),
-    }
-}
-
 /// The destination of a send: an address, or none on a connected handle (EISCONN if both,
 /// EDESTADDRREQ if neither).
 fn dest(a: &Args, i: usize, connected: bool) -> LuaResult<Result<Option<SockAddr>, Errno>> {
@@ -310,7 +294,7 @@ fn prepare(
 
 pub fn udp_send(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let (ud, h) = a.handle(1, Kind::Udp)?;
-    let bufs = bufs_arg(a, 2)?;
+    let bufs = write_bufs(a, 2)?;
     let cb = a.opt_func(5)?;
     let mut st = core.st()?;
     if st.slots[h.id].closing {
@@ -333,7 +317,7 @@ pub fn udp_send(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
 
 pub fn udp_try_send(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let (_, h) = a.handle(1, Kind::Udp)?;
-    let bufs = bufs_arg(a, 2)?;
+    let bufs = write_bufs(a, 2)?;
     let mut st = core.st()?;
     if st.slots[h.id].closing {
         return fail(lua, libc::EBADF);
