@@ -1,10 +1,7 @@
 -- HTML pages of the notes app.
 local M = {}
 
-local function esc(s)
-  return (tostring(s):gsub("[&<>\"']", { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;",
-                                         ['"'] = "&quot;", ["'"] = "&#39;" }))
-end
+local esc = require("lasgi.middleware.errors").escape_html
 M.escape = esc
 
 local function page(title, body)

@@ -60,6 +60,28 @@ local function pairs_from(arg, fname)
   return list
 end
 
+-- Methods shared by Headers (pairs in self.raw) and QueryParams/FormData (pairs in self.list).
+local function list_items(field)
+  return function(self)
+    local list, i = self[field], 0
+    return function()
+      i = i + 1
+      local p = list[i]
+      if p then return p[1], p[2] end
+    end
+  end
+end
+
+local function list_keys(field)
+  return function(self)
+    local seen, out = {}, {}
+    for _, p in ipairs(self[field]) do
+      if not seen[p[1]] then seen[p[1]] = true; out[#out + 1] = p[1] end
+    end
+    return out
+  end
+end
+
 -- Headers -----------------------------------------------------------------------------------------
 
 ---@class lasgi.Headers
@@ -93,16 +115,28 @@ function M.scope_headers(list)
   return setmetatable({ raw = list or {} }, Headers)
 end
 
+---First value of header `name` (lower-case) in a LASGI header list, or nil. Middleware looks up one
+---or two request headers with it instead of wrapping scope.headers in a Headers object per request.
+---@param list table|nil array of { name, value } pairs, names lower-case
+---@param name string
+---@return string|nil
+function M.header(list, name)
+  if not list then return nil end
+  for i = 1, #list do
+    local p = list[i]
+    if p[1] == name then return p[2] end
+  end
+  return nil
+end
+
 ---First value of header `name`, or `default`.
 ---@param name string
 ---@param default? string
 ---@return string|nil
 function Headers:get(name, default)
-  name = name:lower()
-  for _, p in ipairs(self.raw) do
-    if p[1] == name then return p[2] end
-  end
-  return default
+  local v = M.header(self.raw, name:lower())
+  if v == nil then return default end
+  return v
 end
 
 ---Every value of header `name`, in order.
@@ -118,6 +152,19 @@ function Headers:get_all(name)
 end
 Headers.getlist = Headers.get_all
 
+---A copy of the LASGI event `ev` carrying `headers` instead of its own. Middleware that changes a
+---response's headers sends a copy: the app's event (and header list) may belong to a response object
+---that is sent again.
+---@param ev table
+---@param headers lasgi.Headers
+---@return table
+function M.with_headers(ev, headers)
+  local copy = {}
+  for k, v in pairs(ev) do copy[k] = v end
+  copy.headers = headers.raw
+  return copy
+end
+
 ---@param name string
 ---@return boolean
 function Headers:has(name)
@@ -125,24 +172,11 @@ function Headers:has(name)
 end
 
 ---Iterator over (name, value), duplicates included.
-function Headers:items()
-  local i = 0
-  return function()
-    i = i + 1
-    local p = self.raw[i]
-    if p then return p[1], p[2] end
-  end
-end
+Headers.items = list_items("raw")
 
 ---Distinct names in order of first appearance.
 ---@return string[]
-function Headers:keys()
-  local seen, out = {}, {}
-  for _, p in ipairs(self.raw) do
-    if not seen[p[1]] then seen[p[1]] = true; out[#out + 1] = p[1] end
-  end
-  return out
-end
+Headers.keys = list_keys("raw")
 
 ---Replaces every value of `name` with one value.
 ---@param name string
@@ -261,23 +295,10 @@ QueryParams.getlist = QueryParams.get_all
 function QueryParams:has(name) return self:get(name) ~= nil end
 
 ---Iterator over (name, value), duplicates included.
-function QueryParams:items()
-  local i = 0
-  return function()
-    i = i + 1
-    local p = self.list[i]
-    if p then return p[1], p[2] end
-  end
-end
+QueryParams.items = list_items("list")
 
 ---Distinct names in order of first appearance.
-function QueryParams:keys()
-  local seen, out = {}, {}
-  for _, p in ipairs(self.list) do
-    if not seen[p[1]] then seen[p[1]] = true; out[#out + 1] = p[1] end
-  end
-  return out
-end
+QueryParams.keys = list_keys("list")
 
 function QueryParams:__len() return #self.list end
 
@@ -388,10 +409,7 @@ function URL.__eq(a, b) return tostring(a) == tostring(b) end
 ---@return lasgi.URL
 function M.url_from_scope(scope)
   local scheme = scope.scheme or "http"
-  local host
-  for _, p in ipairs(scope.headers or {}) do
-    if p[1] == "host" then host = p[2]; break end
-  end
+  local host = M.header(scope.headers, "host")
   local path = scope.raw_path or M.quote(scope.path or "/", "/!$&'()*+,;=:@")
   local qs = scope.query_string or ""
   local s

@@ -70,6 +70,15 @@ function M.handled(scope)
   return scope.app ~= nil or scope["lasgi.exceptions"] == true
 end
 
+---Message handler for xpcall: error objects (tables) pass through unchanged so that handlers can match
+---their class; anything else becomes its text with a traceback.
+---@param e any
+---@return any
+function M.traceback(e)
+  if type(e) == "table" then return e end
+  return debug.traceback(tostring(e), 2)
+end
+
 ---True when `e` is an error object of class `cls`.
 ---@param e any
 ---@param cls table

@@ -11,8 +11,6 @@ end
 
 ---The loop module to use: the one already loaded, else nil (lasgi then uses its pure-Lua fallbacks).
 ---@return table|nil
-function M.get()
-  return M.loaded()
-end
+M.get = M.loaded
 
 return M

@@ -2,6 +2,7 @@
 local convertors = require "lasgi.convertors"
 local datastructures = require "lasgi.datastructures"
 local exceptions = require "lasgi.exceptions"
+local exceptions_mw = require "lasgi.middleware.exceptions"
 local responses = require "lasgi.responses"
 local request_mod = require "lasgi.request"
 local lifespan = require "lasgi.lifespan"
@@ -60,12 +61,14 @@ function M.compile_path(path, tail)
   return { pattern = table.concat(pattern), names = names, convs = convs, pieces = pieces, path = path }
 end
 
--- Matches `path` against a compiled path; returns a table of converted params (plus the tail capture as
--- the last value), or nil.
-local function match_compiled(compiled, path)
-  local caps = table.pack(path:match(compiled.pattern))
-  if caps[1] == nil then return nil end
+-- Converts the captures of a match into path_params merged over the scope's (a Mount's params reach its
+-- routes); returns them plus the tail capture, or nil. The router tries every route on every request,
+-- so a path that does not match allocates nothing.
+local function convert_captures(compiled, scope, first, ...)
+  if first == nil then return nil end
+  local caps = { first, ... }
   local params = {}
+  for k, v in pairs(scope.path_params or {}) do params[k] = v end
   for i, name in ipairs(compiled.names) do
     local v = compiled.convs[i].convert(caps[i])
     if v == nil then return nil end
@@ -74,8 +77,12 @@ local function match_compiled(compiled, path)
   return params, caps[#compiled.names + 1]
 end
 
--- Fills a compiled path with params; returns the path and the set of names used, or nil if a parameter
--- is missing.
+-- Matches the scope's route path against a compiled path: see convert_captures.
+local function match_compiled(compiled, scope, path)
+  return convert_captures(compiled, scope, path:match(compiled.pattern))
+end
+
+-- Fills a compiled path with params; returns the path, or nil if a parameter is missing.
 local function format_compiled(compiled, params)
   local out = {}
   for _, p in ipairs(compiled.pieces) do
@@ -101,14 +108,32 @@ end
 local function is_callable(v)
   if type(v) == "function" then return true end
   local mt = getmetatable(v)
-  return mt ~= nil and type(mt) == "table" and mt.__call ~= nil
+  return type(mt) == "table" and mt.__call ~= nil
 end
 
-local function to_response(result, fname)
+---Answers with `status` (its reason phrase as a text body), or raises it as an HTTPException when an App
+---or the Exceptions middleware up the chain turns those into responses, so that its handlers decide.
+---@param scope table
+---@param receive function
+---@param send function
+---@param status integer
+---@param headers? table list of { name, value } pairs
+function M.http_error(scope, receive, send, status, headers)
+  local err = exceptions.http(status, nil, headers)
+  if exceptions.handled(scope) then error(err, 0) end
+  return exceptions_mw.http_exception_response(err)(scope, receive, send)
+end
+
+local function to_response(result)
   if responses.is_response(result) then return result end
   if type(result) == "string" then return responses.text(result) end
   if type(result) == "table" and getmetatable(result) == nil then return responses.json(result) end
-  error(("%s: the endpoint returned %s, not a response"):format(fname, type(result)), 0)
+  error(("Route: the endpoint returned %s, not a response"):format(type(result)), 0)
+end
+
+-- Sends what an endpoint returned (a top-level function: pcall needs no closure per request).
+local function respond(result, scope, receive, send)
+  to_response(result)(scope, receive, send)
 end
 
 ---Turns an endpoint `function(request) -> response` into a LASGI app. The endpoint may return a
@@ -125,29 +150,21 @@ function M.request_response(endpoint)
     end
     local ok, result = pcall(endpoint, req)
     if ok then
-      ok, result = pcall(function()
-        to_response(result, "Route")(scope, receive, tracked)
-      end)
+      ok, result = pcall(respond, result, scope, receive, tracked)
     end
     req:close()
     if ok then return end
     -- Outside an App (a bare Router), HTTPException still becomes its response; inside one, the App's
     -- exception handlers decide.
     if not exceptions.handled(scope) and not started and exceptions.is(result, exceptions.HTTPException) then
-      local headers = result.headers
-      if result.status == 204 or result.status == 304 then
-        return responses.response("", result.status, headers)(scope, receive, send)
-      end
-      return responses.text(result.detail, result.status, headers)(scope, receive, send)
+      return exceptions_mw.http_exception_response(result)(scope, receive, send)
     end
     error(result, 0)
   end
 end
 
 local function method_not_allowed(scope, receive, send, allow)
-  local headers = { { "allow", allow } }
-  if exceptions.handled(scope) then error(exceptions.http(405, nil, headers), 0) end
-  responses.text("Method Not Allowed", 405, headers)(scope, receive, send)
+  return M.http_error(scope, receive, send, 405, { { "allow", allow } })
 end
 
 -- Route -------------------------------------------------------------------------------------------
@@ -190,11 +207,9 @@ end
 
 function Route:matches(scope)
   if scope.type ~= "http" then return NONE end
-  local params = match_compiled(self.compiled, M.route_path(scope))
+  local params = match_compiled(self.compiled, scope, M.route_path(scope))
   if not params then return NONE end
-  local merged = copy(scope.path_params)
-  for k, v in pairs(params) do merged[k] = v end
-  local child = { endpoint = self.endpoint, path_params = merged }
+  local child = { endpoint = self.endpoint, path_params = params }
   if self.methods and not self.methods[scope.method] then return PARTIAL, child end
   return FULL, child
 end
@@ -209,7 +224,7 @@ end
 function Route:url_path_for(name, params)
   if name ~= self.name then return nil end
   for k in pairs(params) do
-    if not self.compiled.pieces or not self:has_param(k) then return nil end
+    if not self:has_param(k) then return nil end
   end
   return format_compiled(self.compiled, params)
 end
@@ -256,11 +271,9 @@ end
 
 function WebSocketRoute:matches(scope)
   if scope.type ~= "websocket" then return NONE end
-  local params = match_compiled(self.compiled, M.route_path(scope))
+  local params = match_compiled(self.compiled, scope, M.route_path(scope))
   if not params then return NONE end
-  local merged = copy(scope.path_params)
-  for k, v in pairs(params) do merged[k] = v end
-  return FULL, { endpoint = self.endpoint, path_params = merged }
+  return FULL, { endpoint = self.endpoint, path_params = params }
 end
 
 function WebSocketRoute:handle(scope, receive, send)
@@ -297,15 +310,13 @@ end
 
 function Mount:matches(scope)
   if scope.type ~= "http" and scope.type ~= "websocket" then return NONE end
-  local params, remaining = match_compiled(self.compiled, M.route_path(scope))
-  if not params then return NONE end
-  local merged = copy(scope.path_params)
-  for k, v in pairs(params) do merged[k] = v end
   local rp = M.route_path(scope)
+  local params, remaining = match_compiled(self.compiled, scope, rp)
+  if not params then return NONE end
   local matched = rp:sub(1, #rp - #remaining)
   local root = scope.root_path or ""
   return FULL, {
-    path_params = merged,
+    path_params = params,
     app_root_path = scope.app_root_path or root,
     root_path = root .. matched,
     endpoint = self.app,
@@ -363,8 +374,7 @@ local function not_found(scope, receive, send)
     send({ type = "websocket.close", code = 1000, reason = "" })
     return
   end
-  if exceptions.handled(scope) then error(exceptions.http(404), 0) end
-  responses.text("Not Found", 404)(scope, receive, send)
+  return M.http_error(scope, receive, send, 404)
 end
 
 ---A Router: a LASGI app that dispatches to the first matching route. Accepts a list of routes or
@@ -459,15 +469,14 @@ function Router:__call(scope, receive, send)
   end
   if scope.router == nil then scope.router = self end
   if t == "lifespan" then return self:lifespan(scope, receive, send) end
-  local partial, partial_child
-  local allow, allowed = {}, {}
+  local partial, partial_child, allow, allowed
   for _, r in ipairs(self.routes) do
     local m, child = r:matches(scope)
     if m == FULL then
       merge(scope, child)
       return r:handle(scope, receive, send)
     elseif m == PARTIAL then
-      if not partial then partial, partial_child = r, child end
+      if not partial then partial, partial_child, allow, allowed = r, child, {}, {} end
       -- Allow lists the methods of every route at this path, not only the first one's.
       for _, method in ipairs(r.method_list or {}) do
         if not allowed[method] then allowed[method] = true; allow[#allow + 1] = method end

@@ -7,7 +7,7 @@
 -- then refuses to serve unless follow_symlink = true or a `realpath` function is given explicitly.
 local responses = require "lasgi.responses"
 local routing = require "lasgi.routing"
-local exceptions = require "lasgi.exceptions"
+local datastructures = require "lasgi.datastructures"
 local loop = require "lasgi.loop"
 
 local M = {}
@@ -90,27 +90,21 @@ function StaticFiles:lookup(rel)
   return full, st
 end
 
-local function respond(scope, receive, send, resp)
-  return resp(scope, receive, send)
-end
-
 local function not_found(self, scope, receive, send)
   if self.html then
     local p, st = self:lookup("404.html")
     if p and st.type == "file" then
-      return respond(scope, receive, send, responses.file(p, { status = 404, stat = st, conditional = false }))
+      return responses.file(p, { status = 404, stat = st, conditional = false })(scope, receive, send)
     end
   end
-  if exceptions.handled(scope) then error(exceptions.http(404), 0) end
-  return respond(scope, receive, send, responses.text("Not Found", 404))
+  return routing.http_error(scope, receive, send, 404)
 end
 
 function StaticFiles:__call(scope, receive, send)
   if scope.type ~= "http" then error("StaticFiles: only http scopes are served", 0) end
   self:init()
   if scope.method ~= "GET" and scope.method ~= "HEAD" then
-    if exceptions.handled(scope) then error(exceptions.http(405, nil, { { "allow", "GET, HEAD" } }), 0) end
-    return respond(scope, receive, send, responses.text("Method Not Allowed", 405, { { "allow", "GET, HEAD" } }))
+    return routing.http_error(scope, receive, send, 405, { { "allow", "GET, HEAD" } })
   end
   local segs = safe_segments(scope)
   if not segs then return not_found(self, scope, receive, send) end
@@ -119,14 +113,14 @@ function StaticFiles:__call(scope, receive, send)
   if full and st.type == "directory" and self.html then
     local route_path = routing.route_path(scope)
     if route_path:sub(-1) ~= "/" and route_path ~= "" then
-      local url = require("lasgi.datastructures").url_from_scope(scope)
+      local url = datastructures.url_from_scope(scope)
       url.path = url.path .. "/"
-      return respond(scope, receive, send, responses.redirect(tostring(url), 307))
+      return responses.redirect(tostring(url), 307)(scope, receive, send)
     end
     full, st = self:lookup(rel == "" and "index.html" or (rel .. "/index.html"))
   end
   if not full or st.type ~= "file" then return not_found(self, scope, receive, send) end
-  return respond(scope, receive, send, responses.file(full, { stat = st }))
+  return responses.file(full, { stat = st })(scope, receive, send)
 end
 
 return M

@@ -133,6 +133,11 @@ local TestResponse = { __name = "lasgi.TestResponse" }
 TestResponse.__index = TestResponse
 M.TestResponse = TestResponse
 
+-- The name and raw value of a Set-Cookie header, or nil when it has no "name=value" first.
+local function set_cookie_pair(sc)
+  return sc:match("^([^;]*)"):match("^%s*([^=]+)=(.*)$")
+end
+
 ---The body decoded as JSON (raises on invalid JSON).
 function TestResponse:json()
   local v, err = json.decode(self.body)
@@ -144,8 +149,7 @@ end
 function TestResponse:cookies()
   local out = {}
   for _, sc in ipairs(self.headers:get_all("set-cookie")) do
-    local kv = sc:match("^([^;]*)")
-    local k, v = kv:match("^%s*([^=]+)=(.*)$")
+    local k, v = set_cookie_pair(sc)
     if k then out[k] = cookies_mod.parse(k .. "=" .. v)[k] end
   end
   return out
@@ -293,8 +297,7 @@ end
 
 function TestClient:update_cookies(headers)
   for _, sc in ipairs(headers:get_all("set-cookie")) do
-    local kv = sc:match("^([^;]*)")
-    local k, v = kv:match("^%s*([^=]+)=(.*)$")
+    local k, v = set_cookie_pair(sc)
     if k then
       local lower = sc:lower()
       local max_age = tonumber(lower:match(";%s*max%-age=(%-?%d+)"))

@@ -159,12 +159,13 @@ function WebSocket:deny(response)
   end
 end
 
+-- Iterator over `method(self)`'s results that ends (returns nil) when the peer disconnects.
 local function iterator(self, method)
   return function()
-    local ok, v = pcall(method, self)
-    if ok then return v end
-    if exceptions.is(v, exceptions.WebSocketDisconnect) then return nil end
-    error(v, 0)
+    local ok, a, b = pcall(method, self)
+    if ok then return a, b end
+    if exceptions.is(a, exceptions.WebSocketDisconnect) then return nil end
+    error(a, 0)
   end
 end
 
@@ -177,22 +178,17 @@ function WebSocket:iter_json() return iterator(self, WebSocket.receive_json) end
 
 ---Iterator over messages as (text, bytes): exactly one is non-nil; ends when the peer disconnects.
 function WebSocket:messages()
-  return function()
-    local ok, ev = pcall(expect_message, self, "WebSocket:messages")
-    if ok then return ev.text or false, ev.bytes end
-    if exceptions.is(ev, exceptions.WebSocketDisconnect) then return nil end
-    error(ev, 0)
-  end
+  return iterator(self, function(ws)
+    local ev = expect_message(ws, "WebSocket:messages")
+    return ev.text or false, ev.bytes
+  end)
 end
 
 ---Runs `endpoint(ws)`: a disconnect ends it quietly, a WebSocketException closes with its code, and any
 ---other error closes with 1011 (or rejects, before accept) and is raised again.
 ---@param endpoint fun(ws: lasgi.WebSocket)
 function WebSocket:run(endpoint)
-  local ok, err = xpcall(endpoint, function(e)
-    if type(e) == "table" then return e end
-    return debug.traceback(e, 2)
-  end, self)
+  local ok, err = xpcall(endpoint, exceptions.traceback, self)
   if ok then return end
   if exceptions.is(err, exceptions.WebSocketDisconnect) then return end
   local app_open = self.application_state ~= DISCONNECTED

@@ -36,17 +36,14 @@ function co.set_loop(loop)
   uv = loop
 end
 
----The loop module luvrs.co uses.
----@return table
-function co.loop()
-  if not uv then uv = pick_loop() end
-  return uv
-end
-
 local function U()
   if not uv then uv = pick_loop() end
   return uv
 end
+
+---The loop module luvrs.co uses.
+---@return table
+co.loop = U
 
 ---------------------------------------------------------------------------------------------------
 -- Argument checks
@@ -54,6 +51,8 @@ end
 local function argerr(fname, arg, want, got)
   error(("%s: argument '%s' must be %s (got %s)"):format(fname, arg, want, type(got)), 3)
 end
+-- For luvrs.co.pool and luvrs.co.http: the same wording everywhere, blaming the caller's caller.
+co._argerr = argerr
 
 local function check_ms(fname, arg, v, optional)
   if v == nil and optional then return end
@@ -117,12 +116,18 @@ local function new_op(fname, level)
   return { thread = th, done = false, suspended = false }
 end
 
----Completes `op` with the given results, resuming its coroutine if it already yielded.
-local function finish(op, ...)
-  if op.done then return end
+-- Marks `op` done and releases what it holds (timers, hooks, requests); false if it already was.
+local function settle(op)
+  if op.done then return false end
   op.done = true
   local cleanup = op.cleanup
   if cleanup then op.cleanup = nil; cleanup() end
+  return true
+end
+
+---Completes `op` with the given results, resuming its coroutine if it already yielded.
+local function finish(op, ...)
+  if not settle(op) then return end
   if op.suspended then
     ready_tail = ready_tail + 1
     ready[ready_tail] = { thread = op.thread, op = op, results = pack(...) }
@@ -293,11 +298,7 @@ function Task:cancel()
   if st == "running" then error("luvrs.co task:cancel: a task cannot cancel itself", 2) end
   local op = current_op[th]
   if st == "suspended" and op then
-    if not op.done then
-      op.done = true
-      local cleanup = op.cleanup
-      if cleanup then op.cleanup = nil; cleanup() end
-    end
+    settle(op)
     current_op[th] = nil
     cclose(th)
     task_done(self, "cancelled", pack(false, "cancelled"))
@@ -899,6 +900,17 @@ end
 
 local function is_ipv6(h) return h:find(":", 1, true) ~= nil and h:match("^[%x:.%%%w]+$") ~= nil end
 
+-- The pool key of a connection: sockets carry it, luvrs.co.pool files them under it.
+local function tcp_key(host, port)
+  local bare = host:match("^%[(.*)%]$") or host
+  if is_ipv6(bare) then return "[" .. bare .. "]:" .. port end
+  return bare:lower() .. ":" .. port
+end
+co._tcp_key = tcp_key
+
+local function unix_key(path) return "unix:" .. path end
+co._unix_key = unix_key
+
 local function check_port(fname, port)
   if math.type(port) ~= "integer" or port < 1 or port > 65535 then
     argerr(fname, "port", "an integer from 1 to 65535", port)
@@ -969,9 +981,10 @@ function co.tcp_connect(host, port, opts)
   check_ms(fname, "opts.timeout", opts.timeout, true)
   local loop = U()
   local bare = host:match("^%[(.*)%]$") or host
-  if not (is_ipv4(bare) or is_ipv6(bare)) and not loop.getaddrinfo then return nil, "ENOSYS" end
+  local literal = is_ipv4(bare) or is_ipv6(bare)
+  if not literal and not loop.getaddrinfo then return nil, "ENOSYS" end
   local function resolve(done, set_req)
-    if is_ipv4(bare) or is_ipv6(bare) then return done({ bare }) end
+    if literal then return done({ bare }) end
     local req, err, name = loop.getaddrinfo(bare, nil, { socktype = "stream" }, function(gerr, res)
       if gerr then return done(nil, errname(gerr)) end
       local addrs, seen = {}, {}
@@ -987,10 +1000,9 @@ function co.tcp_connect(host, port, opts)
     set_req(req)
   end
   local nodelay = opts.nodelay ~= false
-  local key = (is_ipv6(bare) and "[" .. bare .. "]" or bare:lower()) .. ":" .. port
   local s, err = connect_op(fname, opts, resolve, function() return loop.new_tcp() end, function(h, addr, cb)
     return h:connect(addr, port, cb)
-  end, key)
+  end, tcp_key(bare, port))
   if s and nodelay then s.handle:nodelay(true) end
   return s, err
 end
@@ -1007,7 +1019,7 @@ function co.unix_connect(path, opts)
   local loop = U()
   if not loop.new_pipe then return nil, "ENOSYS" end
   return connect_op(fname, opts, function(done) done({ path }) end, function() return loop.new_pipe(false) end,
-    function(h, addr, cb) return h:connect(addr, cb) end, "unix:" .. path)
+    function(h, addr, cb) return h:connect(addr, cb) end, unix_key(path))
 end
 
 ---------------------------------------------------------------------------------------------------

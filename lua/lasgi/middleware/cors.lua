@@ -7,9 +7,9 @@ local M = {}
 local ALL_METHODS = { "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT" }
 local SAFELISTED_HEADERS = { "accept", "accept-language", "content-language", "content-type" }
 
-local function set_of(list, lower)
+local function set_of(list)
   local s = {}
-  for _, v in ipairs(list) do s[lower and v:lower() or v] = true end
+  for _, v in ipairs(list) do s[v] = true end
   return s
 end
 
@@ -25,11 +25,11 @@ function M.new(app, opts)
   local methods = opts.allow_methods or { "GET" }
   local headers = opts.allow_headers or {}
   if type(origins) ~= "table" then error("CORSMiddleware: argument 'allow_origins' must be a list", 2) end
-  local allow_all_origins = set_of(origins)["*"] == true
+  local origin_set = set_of(origins)
+  local allow_all_origins = origin_set["*"] == true
   local allow_all_headers = set_of(headers)["*"] == true
   if set_of(methods)["*"] then methods = ALL_METHODS end
-  local origin_set = set_of(origins)
-  local method_set = set_of(methods, false)
+  local method_set = set_of(methods)
   local header_list = {}
   local hs = set_of(SAFELISTED_HEADERS)
   for _, h in ipairs(headers) do if h ~= "*" then hs[h:lower()] = true end end
@@ -62,10 +62,9 @@ function M.new(app, opts)
     return origin_set[origin] == true
   end
 
-  local function preflight_response(req_headers)
-    local origin = req_headers:get("origin")
-    local method = req_headers:get("access-control-request-method")
-    local requested = req_headers:get("access-control-request-headers")
+  local function preflight_response(origin, req_headers)
+    local method = datastructures.header(req_headers, "access-control-request-method")
+    local requested = datastructures.header(req_headers, "access-control-request-headers")
     local h = datastructures.headers(preflight)
     local failures = {}
     if origin_allowed(origin) then
@@ -89,13 +88,13 @@ function M.new(app, opts)
 
   return function(scope, receive, send)
     if scope.type ~= "http" then return app(scope, receive, send) end
-    local req_headers = datastructures.scope_headers(scope.headers)
-    local origin = req_headers:get("origin")
+    local req_headers = scope.headers
+    local origin = datastructures.header(req_headers, "origin")
     if not origin then return app(scope, receive, send) end
-    if scope.method == "OPTIONS" and req_headers:has("access-control-request-method") then
-      return preflight_response(req_headers)(scope, receive, send)
+    if scope.method == "OPTIONS" and datastructures.header(req_headers, "access-control-request-method") then
+      return preflight_response(origin, req_headers)(scope, receive, send)
     end
-    local has_cookie = req_headers:has("cookie")
+    local has_cookie = datastructures.header(req_headers, "cookie") ~= nil
     return app(scope, receive, function(ev)
       if ev.type == "http.response.start" then
         local h = datastructures.headers(ev.headers or {})
@@ -104,10 +103,7 @@ function M.new(app, opts)
           h:set("access-control-allow-origin", origin)
           h:add_vary("vary", "Origin")
         end
-        local copy = {}
-        for k, v in pairs(ev) do copy[k] = v end
-        copy.headers = h.raw
-        return send(copy)
+        return send(datastructures.with_headers(ev, h))
       end
       return send(ev)
     end)

@@ -3,6 +3,7 @@
 local responses = require "lasgi.responses"
 local request_mod = require "lasgi.request"
 local datastructures = require "lasgi.datastructures"
+local exceptions = require "lasgi.exceptions"
 
 local M = {}
 
@@ -14,13 +15,8 @@ function M.escape_html(s)
                                           ['"'] = "&quot;", ["'"] = "&#39;" }))
 end
 
-local function keep(e)
-  if type(e) == "table" then return e end
-  return debug.traceback(tostring(e), 2)
-end
-
 local function debug_response(scope, err)
-  local accept = datastructures.scope_headers(scope.headers):get("accept") or ""
+  local accept = datastructures.header(scope.headers, "accept") or ""
   local text = tostring(err)
   if accept:find("text/html", 1, true) then
     local html = "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>500 Internal Server Error</title>"
@@ -46,7 +42,7 @@ function M.new(app, opts)
       if ev.type == "http.response.start" then started = true end
       return send(ev)
     end
-    local ok, err = xpcall(app, keep, scope, receive, tracked)
+    local ok, err = xpcall(app, exceptions.traceback, scope, receive, tracked)
     if ok then return end
     if not started then
       local resp

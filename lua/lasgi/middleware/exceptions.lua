@@ -6,11 +6,6 @@ local request_mod = require "lasgi.request"
 
 local M = {}
 
-local function keep(e)
-  if type(e) == "table" then return e end
-  return debug.traceback(tostring(e), 2)
-end
-
 ---The default response for an HTTPException.
 ---@param err table
 ---@return lasgi.Response
@@ -37,7 +32,7 @@ function M.new(app, handlers)
       end
       return send(ev)
     end
-    local ok, err = xpcall(app, keep, scope, receive, tracked)
+    local ok, err = xpcall(app, exceptions.traceback, scope, receive, tracked)
     if ok then return end
     if exceptions.is(err, exceptions.ClientDisconnect) then return end
     if scope.type == "websocket" then

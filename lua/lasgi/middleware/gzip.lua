@@ -63,8 +63,7 @@ function M.new(app, opts)
   return function(scope, receive, send)
     if scope.type ~= "http" then return app(scope, receive, send) end
     if not looked_up then factory, looked_up = M.loop_deflate(), true end
-    local req_headers = datastructures.scope_headers(scope.headers)
-    if not factory or not accepts_gzip(req_headers:get("accept-encoding")) then
+    if not factory or not accepts_gzip(datastructures.header(scope.headers, "accept-encoding")) then
       return app(scope, receive, send)
     end
     local mode = "start" -- start | held | pass | gzip
@@ -75,10 +74,14 @@ function M.new(app, opts)
       h:set("content-encoding", "gzip")
       h:add_vary("vary", "Accept-Encoding")
       if first_body then h:set("content-length", tostring(#first_body)) end
-      local ev = {}
-      for k, v in pairs(start_ev) do ev[k] = v end
-      ev.headers = h.raw
       mode = "gzip"
+      return send(datastructures.with_headers(start_ev, h))
+    end
+    -- Sends the held start unchanged, then `ev`: this response goes out uncompressed.
+    local function release(ev)
+      mode = "pass"
+      local ok, err = send(start_ev)
+      if not ok then return ok, err end
       return send(ev)
     end
     return app(scope, receive, function(ev)
@@ -98,12 +101,7 @@ function M.new(app, opts)
         if t == "http.response.body" then
           local body = ev.body or ""
           if not ev.more_body then
-            if #body < minimum then
-              mode = "pass"
-              local ok, err = send(start_ev)
-              if not ok then return ok, err end
-              return send(ev)
-            end
+            if #body < minimum then return release(ev) end
             deflate = factory(level)
             local out = deflate:write(body, "finish")
             local ok, err = begin_gzip(out)
@@ -116,10 +114,7 @@ function M.new(app, opts)
           return send({ type = t, body = deflate:write(body, "sync"), more_body = true })
         end
         -- pathsend and anything else: the server sends the bytes, so they go out unchanged.
-        mode = "pass"
-        local ok, err = send(start_ev)
-        if not ok then return ok, err end
-        return send(ev)
+        return release(ev)
       elseif mode == "gzip" and t == "http.response.body" then
         local more = ev.more_body
         return send({ type = t, body = deflate:write(ev.body or "", more and "sync" or "finish"), more_body = more })

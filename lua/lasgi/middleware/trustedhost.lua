@@ -21,38 +21,37 @@ function M.new(app, opts)
   opts = opts or {}
   local hosts = opts.allowed_hosts or { "*" }
   if type(hosts) ~= "table" then error("TrustedHostMiddleware: argument 'allowed_hosts' must be a list", 2) end
-  local any = false
+  -- Host names are compared lower-case (host_of lowers the request's): normalise the list once.
+  local any, listed, suffixes = false, {}, {}
   for _, h in ipairs(hosts) do
     if h == "*" then any = true
     elseif h:find("*", 1, true) and not h:match("^%*%.[^*]+$") then
       error("TrustedHostMiddleware: wildcard only allowed as a '*.' prefix: " .. h, 2)
+    elseif h:sub(1, 1) == "*" then
+      suffixes[#suffixes + 1] = h:sub(2):lower()
+    else
+      listed[h:lower()] = true
     end
   end
   local www_redirect = opts.www_redirect ~= false
-  -- The www redirect needs "www.<host>" listed as such: a wildcard entry does not imply it.
-  local listed = {}
-  for _, h in ipairs(hosts) do listed[h:lower()] = true end
 
   local function allowed(host)
-    for _, pattern in ipairs(hosts) do
-      if pattern:sub(1, 1) == "*" then
-        if host:sub(-(#pattern - 1)) == pattern:sub(2) then return true end
-      elseif host == pattern:lower() then
-        return true
-      end
+    if listed[host] then return true end
+    for _, suffix in ipairs(suffixes) do
+      if host:sub(-#suffix) == suffix then return true end
     end
     return false
   end
 
   return function(scope, receive, send)
     if any or (scope.type ~= "http" and scope.type ~= "websocket") then return app(scope, receive, send) end
-    local headers = datastructures.scope_headers(scope.headers)
-    local host = host_of(headers:get("host"))
+    local host = host_of(datastructures.header(scope.headers, "host"))
     if allowed(host) then return app(scope, receive, send) end
     if scope.type == "websocket" then
       receive() -- websocket.connect: the close answers it (the server turns it into a 403)
       return send({ type = "websocket.close", code = 1008, reason = "Invalid host header" })
     end
+    -- The www redirect needs "www.<host>" listed as such: a wildcard entry does not imply it.
     if www_redirect and host:sub(1, 4) ~= "www." and listed["www." .. host] then
       local url = datastructures.url_from_scope(scope)
       url = url:replace({ hostname = "www." .. url.hostname })

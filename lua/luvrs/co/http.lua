@@ -16,9 +16,7 @@ http.CHUNK = 65536      -- largest piece a streaming body reader returns
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true, TRACE = true }
 local REDIRECT = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
 
-local function argerr(fname, arg, want, got)
-  error(("%s: argument '%s' must be %s (got %s)"):format(fname, arg, want, type(got)), 3)
-end
+local argerr = co._argerr
 
 local function percent_decode(s)
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
@@ -107,12 +105,38 @@ local function norm_headers(fname, h)
   return list, seen
 end
 
+-- The request headers without those named in `drop` (a set of lower-case names), as norm_headers gives them.
+local function without(hlist, drop)
+  local list, seen = {}, {}
+  for _, h in ipairs(hlist) do
+    local l = h[1]:lower()
+    if not drop[l] then
+      list[#list + 1] = h
+      seen[l] = h[2]
+    end
+  end
+  return list, seen
+end
+
+-- Dropped when a redirect turns the request into a GET without a body, and when it leaves the origin.
+local BODY_HEADERS = { ["content-length"] = true, ["content-type"] = true, ["transfer-encoding"] = true }
+local CREDENTIAL_HEADERS = { authorization = true, cookie = true, host = true }
+
 local function header_has(value, token)
   if not value then return false end
   for part in value:lower():gmatch("[^,%s]+") do
     if part == token then return true end
   end
   return false
+end
+
+-- Reads one line of a response (head line, chunk size, trailer) of at most `limit` bytes (a constant
+-- options table: this runs for every header line); a longer one is a protocol error.
+local LINE_1, LINE_4K, LINE_8K = { max = 1 }, { max = 4096 }, { max = 8192 }
+local function read_line(sock, limit)
+  local line, err, partial = sock:read_until("\n", limit)
+  if not line and err == "EMSGSIZE" then err = "EPROTO" end
+  return line, err, partial
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -165,16 +189,12 @@ function Body:read(max)
   elseif mode == "close" then
     local data, err = sock:read(max)
     if data then return data end
-    if err == "closed" then
-      self.done = true
-      sock:close()
-      return nil
-    end
+    if err == "closed" then return body_end(self) end -- EOF ends this body (never kept alive)
     return body_fail(self, err)
   elseif mode == "chunked" then
     if self.chunk_left == 0 then
-      local line, err = sock:read_until("\n", { max = 4096 })
-      if not line then return body_fail(self, err == "EMSGSIZE" and "EPROTO" or err) end
+      local line, err = read_line(sock, LINE_4K)
+      if not line then return body_fail(self, err) end
       local hex = line:match("^%s*(%x+)%s*[;\r]") or line:match("^%s*(%x+)%s*$")
       if not hex or #hex > 12 then return body_fail(self, "EPROTO") end
       local size = tonumber(hex, 16)
@@ -183,8 +203,8 @@ function Body:read(max)
         local total = 0
         repeat
           local t
-          t, err = sock:read_until("\n", { max = 8192 })
-          if not t then return body_fail(self, err == "EMSGSIZE" and "EPROTO" or err) end
+          t, err = read_line(sock, LINE_8K)
+          if not t then return body_fail(self, err) end
           total = total + #t
           if total > http.MAX_HEAD then return body_fail(self, "EPROTO") end
         until t == "" or t == "\r"
@@ -197,8 +217,8 @@ function Body:read(max)
     self.chunk_left = self.chunk_left - #data
     if self.chunk_left == 0 then
       local crlf
-      crlf, err = sock:read_until("\n", { max = 1 })
-      if not crlf then return body_fail(self, err == "EMSGSIZE" and "EPROTO" or err) end
+      crlf, err = read_line(sock, LINE_1)
+      if not crlf then return body_fail(self, err) end
       if crlf ~= "\r" and crlf ~= "" then return body_fail(self, "EPROTO") end
     end
     return data
@@ -206,7 +226,7 @@ function Body:read(max)
   return body_end(self) -- "none"
 end
 
----Reads the rest of the body; returns it as one string, or nil, err. opts.max: nil, "EMSGSIZE" past it.
+---Reads the rest of the body; returns it as one string, or nil, err. Past `max` bytes: nil, "EMSGSIZE".
 ---@param max? integer
 ---@return string|nil, string?
 function Body:read_all(max)
@@ -231,11 +251,7 @@ end
 ---was already read to its end.
 function Body:close()
   if getmetatable(self) ~= Body then argerr("luvrs.co.http body:close", "self", "a body reader", self) end
-  if not self.done then
-    self.done = true
-    self.err = "closed"
-    if not self.sock.closed then self.sock:close() end
-  end
+  if not self.done then body_fail(self, "closed") end
   return true
 end
 
@@ -248,11 +264,8 @@ local function read_head(sock)
   local total = 0
   local line, err, partial
   repeat -- skip 1xx interim responses other than 101
-    line, err, partial = sock:read_until("\n", { max = 8192 })
-    if not line then
-      if err == "EMSGSIZE" then err = "EPROTO" end
-      return nil, err, partial == nil or partial == ""
-    end
+    line, err, partial = read_line(sock, LINE_8K)
+    if not line then return nil, err, partial == nil or partial == "" end
     line = line:gsub("\r$", "")
     local version, status = line:match("^HTTP/(%d%.%d) (%d%d%d)")
     if not version then return nil, "EPROTO", false end
@@ -260,8 +273,8 @@ local function read_head(sock)
     local headers = {}
     while true do
       local h
-      h, err = sock:read_until("\n", { max = 8192 })
-      if not h then return nil, err == "EMSGSIZE" and "EPROTO" or err, false end
+      h, err = read_line(sock, LINE_8K)
+      if not h then return nil, err, false end
       total = total + #h
       h = h:gsub("\r$", "")
       if h == "" then break end
@@ -505,27 +518,11 @@ function http.request(opts)
       if not nu then return nil, "bad redirect: " .. nwhy end
       if not keep and method ~= "HEAD" then
         method, body = "GET", nil
-        local nl, ns = {}, {}
-        for _, h in ipairs(hlist) do
-          local l = h[1]:lower()
-          if l ~= "content-length" and l ~= "content-type" and l ~= "transfer-encoding" then
-            nl[#nl + 1] = h
-            ns[l] = h[2]
-          end
-        end
-        hlist, hseen = nl, ns
+        hlist, hseen = without(hlist, BODY_HEADERS)
       end
       if nu.unix ~= u.unix or nu.host ~= u.host or nu.port ~= u.port then
         -- Credentials are not sent to another origin.
-        local nl, ns = {}, {}
-        for _, h in ipairs(hlist) do
-          local l = h[1]:lower()
-          if l ~= "authorization" and l ~= "cookie" and l ~= "host" then
-            nl[#nl + 1] = h
-            ns[l] = h[2]
-          end
-        end
-        hlist, hseen = nl, ns
+        hlist, hseen = without(hlist, CREDENTIAL_HEADERS)
       end
       if opts.unix_socket and not nu.unix and nu.host == u.host and nu.port == u.port then nu.unix = u.unix end
       opts = setmetatable({ url = nexturl }, { __index = opts })

@@ -13,9 +13,7 @@ local Pool = {}
 Pool.__index = Pool
 Pool.__name = "luvrs.co.pool"
 
-local function argerr(fname, arg, want, got)
-  error(("%s: argument '%s' must be %s (got %s)"):format(fname, arg, want, type(got)), 3)
-end
+local argerr = co._argerr
 
 local function is_pool(v) return getmetatable(v) == Pool end
 
@@ -42,16 +40,12 @@ end
 ---@param host string
 ---@param port integer
 ---@return string
-function pool.tcp_key(host, port)
-  local bare = host:match("^%[(.*)%]$") or host
-  if bare:find(":", 1, true) then return "[" .. bare .. "]:" .. port end
-  return bare:lower() .. ":" .. port
-end
+pool.tcp_key = co._tcp_key
 
 ---The pool key of a Unix socket path.
 ---@param path string
 ---@return string
-function pool.unix_key(path) return "unix:" .. path end
+pool.unix_key = co._unix_key
 
 ---Takes an idle socket for `key` (the most recently used one), or returns nil when none is usable.
 ---@param key string
@@ -144,6 +138,16 @@ function Pool:close()
   self.idle = {}
 end
 
+-- An idle socket for `key`, or connect(...): sock, reused, or nil, err.
+local function get_or_connect(self, key, connect, ...)
+  local s = self:get(key)
+  if s then return s, true end
+  local err
+  s, err = connect(...)
+  if not s then return nil, err end
+  return s, false
+end
+
 ---An idle socket for host:port from the pool, or a new connection. Returns sock, reused (boolean),
 ---or nil, err.
 ---@param host string
@@ -152,12 +156,7 @@ end
 function Pool:tcp_connect(host, port, opts)
   check_self("luvrs.co pool:tcp_connect", self)
   if type(host) ~= "string" then argerr("luvrs.co pool:tcp_connect", "host", "a string", host) end
-  local s = self:get(pool.tcp_key(host, port))
-  if s then return s, true end
-  local err
-  s, err = co.tcp_connect(host, port, opts)
-  if not s then return nil, err end
-  return s, false
+  return get_or_connect(self, pool.tcp_key(host, port), co.tcp_connect, host, port, opts)
 end
 
 ---An idle socket for the Unix socket `path` from the pool, or a new connection. Returns sock, reused,
@@ -167,12 +166,7 @@ end
 function Pool:unix_connect(path, opts)
   check_self("luvrs.co pool:unix_connect", self)
   if type(path) ~= "string" then argerr("luvrs.co pool:unix_connect", "path", "a string", path) end
-  local s = self:get(pool.unix_key(path))
-  if s then return s, true end
-  local err
-  s, err = co.unix_connect(path, opts)
-  if not s then return nil, err end
-  return s, false
+  return get_or_connect(self, pool.unix_key(path), co.unix_connect, path, opts)
 end
 
 pool.Pool = Pool
