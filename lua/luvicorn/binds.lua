@@ -33,7 +33,7 @@ end
 
 ---The listening addresses a config asks for, in order: every `--bind`, then `--uds`, then `--fd`, then
 ---each `--host` on `--port`. The hosts are used when nothing else is given or when `--host` was given
----on the command line.
+---(on the command line or as LUVICORN_HOST).
 ---@param config table
 ---@return table|nil specs
 ---@return string|nil err
@@ -46,7 +46,7 @@ function M.specs(config)
   end
   if config.uds then specs[#specs + 1] = { kind = "unix", path = config.uds } end
   if config.fd then specs[#specs + 1] = { kind = "fd", fd = config.fd } end
-  if #specs == 0 or config.host_given then
+  if #specs == 0 or (config.given and config.given.host) then
     for _, host in ipairs(config.hosts or { config.host }) do
       specs[#specs + 1] = { kind = "tcp", host = host, port = config.port }
     end

@@ -162,7 +162,8 @@ end
 ---Raises `{ usage = message }` for a usage error.
 ---@param argv string[] arguments (arg[1..n])
 ---@param getenv? fun(name: string): string|nil defaults to os.getenv
----@return table config, with `app` (the APP argument, or nil) and `env_file_vars` when --env-file was used
+---@return table config, with `app` (the APP argument, or nil), `given` (the keys set on the command line or
+---in the environment) and `env_file_vars` when --env-file was used
 function M.parse(argv, getenv)
   if type(argv) ~= "table" then error("luvicorn.config.parse: argument 'argv' must be a table", 2) end
   getenv = getenv or os.getenv
@@ -228,11 +229,15 @@ function M.parse(argv, getenv)
   end
 
   local c = M.defaults()
+  -- options set on the command line or in the environment, even to their default value: they win over
+  -- --log-config, and a --host given beside --bind/--uds/--fd is bound too
+  local given = {}
   for _, o in ipairs(M.OPTIONS) do
     local opt = BY_NAME[o[1]]
     local key = opt.key
     if cli[key] ~= nil then
       c[key] = cli[key]
+      given[key] = true
     elseif opt.kind ~= "flag" or opt.name == "factory" then
       local v = env(env_name(opt.name))
       if v ~= nil and v ~= "" then
@@ -250,22 +255,27 @@ function M.parse(argv, getenv)
         else
           c[key] = convert(opt, v, env_name(opt.name))
         end
+        given[key] = true
       end
     end
   end
   -- the conventions of Gunicorn and Uvicorn, below their LUVICORN_* names
   if c.workers == nil and cli.workers == nil then
     local wc = env("WEB_CONCURRENCY")
-    if wc and wc ~= "" then c.workers = convert(BY_NAME.workers, wc, "WEB_CONCURRENCY") end
+    if wc and wc ~= "" then
+      c.workers = convert(BY_NAME.workers, wc, "WEB_CONCURRENCY")
+      given.workers = true
+    end
   end
   if cli.forwarded_allow_ips == nil and env(env_name("forwarded-allow-ips")) == nil then
     local fa = env("FORWARDED_ALLOW_IPS")
     if fa and fa ~= "" then
       c.forwarded_allow_ips = convert(BY_NAME["forwarded-allow-ips"], fa, "FORWARDED_ALLOW_IPS")
+      given.forwarded_allow_ips = true
     end
   end
   c.hosts = cli.hosts or { c.host }
-  c.host_given = cli.hosts ~= nil
+  c.given = given
   c.app = positional[1] or env("LUVICORN_APP")
   c.env_file_vars = file_vars
   return c
@@ -277,6 +287,7 @@ end
 function M.normalize(opts)
   if opts ~= nil and type(opts) ~= "table" then error("luvicorn.run: argument 'opts' must be a table", 3) end
   local c = M.defaults()
+  local given = {}
   for k, v in pairs(opts or {}) do
     local name = tostring(k):gsub("_", "-")
     local opt = BY_NAME[name]
@@ -292,8 +303,11 @@ function M.normalize(opts)
       if not ok then error(err.usage or err, 3) end
     end
     c[k] = v
+    given[k] = true
   end
   if c.hosts == nil then c.hosts = { c.host } end
+  if given.hosts then given.host = true end
+  c.given = given
   return c
 end
 

@@ -60,7 +60,6 @@ function Lifespan:send(event)
     if t == "lifespan.startup.complete" then
       finish(self, "startup", true)
     else
-      self.failed_startup = true
       finish(self, "startup", false, event.message or "")
     end
   elseif t == "lifespan.shutdown.complete" or t == "lifespan.shutdown.failed" then

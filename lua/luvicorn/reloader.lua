@@ -158,20 +158,19 @@ function M.glob(pattern, who)
   }, Glob)
 end
 
+-- Glob:match with both subjects at hand (the walk has them): `slashed` is "/" .. rel and `name` its last
+-- component.
+local function hit(g, name, slashed, is_dir)
+  if g.dir_only and not is_dir then return false end
+  return (g.on_path and slashed or name):find(g.pattern) ~= nil
+end
+
 ---True when the glob matches the entry at `rel` (relative to the watched directory, "a/b.lua").
 ---@param rel string
 ---@param is_dir? boolean
 ---@return boolean
 function Glob:match(rel, is_dir)
-  if self.dir_only and not is_dir then return false end
-  local subject = self.on_path and ("/" .. rel) or rel:match("[^/]*$")
-  return subject:find(self.pattern) ~= nil
-end
-
--- Internal form of Glob:match: `slashed` is "/" .. rel and `name` its last component.
-local function hit(g, name, slashed, is_dir)
-  if g.dir_only and not is_dir then return false end
-  return (g.on_path and slashed or name):find(g.pattern) ~= nil
+  return hit(self, rel:match("[^/]*$"), "/" .. rel, is_dir)
 end
 
 local function check_list(v, name)

@@ -143,20 +143,17 @@ function Server:on_connection(listener)
     stream:close()
     return
   end
-  local client, server_addr
+  local client -- none on a Unix socket
   if listener.kind == "tcp" then
     if stream.nodelay then stream:nodelay(true) end
     local peer = stream:getpeername()
     if peer then client = { peer.ip, peer.port } end
-    server_addr = listener.addr
-  else
-    server_addr = listener.addr
   end
   -- the loop's functions are called directly: a method lookup on a handle costs more than the call
   local conn = setmetatable({ server = self, stream = stream, reading = true, uv_try_write = uv.try_write,
     uv_queue_size = uv.stream_get_write_queue_size, pending = 0 }, Conn)
   if uv.sendfile then conn.sendfile = conn_sendfile end
-  local proto = http.new(self.ctx, conn, client, server_addr)
+  local proto = http.new(self.ctx, conn, client, listener.addr)
   conn.proto = proto
   conn.on_read = function(rerr, data)
     if data then

@@ -115,11 +115,11 @@ function Sup:main()
   log:info(("Started supervisor process [%s]"):format(tostring(self.pid)))
   if config.reload then
     local reloader = require("luvicorn.reloader")
-    local dirs = config.reload_dir and #config.reload_dir > 0 and config.reload_dir or nil
+    -- an empty list (the config's default) means the reloader's defaults
+    local function given(list) return list and #list > 0 and list or nil end
+    local dirs = given(config.reload_dir)
     self.reloader = reloader.new(uv, {
-      dirs = dirs,
-      include = config.reload_include and #config.reload_include > 0 and config.reload_include or nil,
-      exclude = config.reload_exclude and #config.reload_exclude > 0 and config.reload_exclude or nil,
+      dirs = dirs, include = given(config.reload_include), exclude = given(config.reload_exclude),
       delay = config.reload_delay, log = log,
     })
     log:info("Will watch for changes in " .. table.concat(dirs or { "." }, ", "))
@@ -176,14 +176,15 @@ end
 
 local function now(self) return self.uv.now() end
 
-function Sup:count(pred)
+-- Serving or booting, and not on its way out: what --workers counts.
+local function counted(w) return w.state ~= "stopping" and not w.retiring end
+local function booting(w) return w.state == "booting" end
+
+local function count(self, pred)
   local n = 0
   for _, w in ipairs(self.workers) do if pred(w) then n = n + 1 end end
   return n
 end
-
--- Serving or booting, and not on its way out: what --workers counts.
-local function counted(w) return w.state ~= "stopping" and not w.retiring end
 
 function Sup:spawn()
   local uv, log = self.uv, self.log
@@ -305,11 +306,11 @@ end
 -- Brings the number of counted workers to the target, and moves a rolling restart one step.
 function Sup:reconcile()
   if self.stopping then return end
-  if #self.rolling > 0 and self:count(function(w) return w.state == "booting" end) == 0 then
+  if #self.rolling > 0 and count(self, booting) == 0 then
     local old = table.remove(self.rolling, 1)
     if not old.exited and counted(old) then old.retiring = true end
   end
-  local n = self:count(counted)
+  local n = count(self, counted)
   if n < self.target and not self.hold then
     if now(self) >= self.next_spawn then
       for _ = n + 1, self.target do self:spawn() end
@@ -385,9 +386,7 @@ function Sup:on_signal(name)
     self:reconcile()
   elseif name == "sigusr1" then
     if log.reopen then log:reopen() end
-    for _, w in ipairs(self.workers) do
-      if not w.exited then self.uv.process_kill(w.proc, "sigusr1") end
-    end
+    for _, w in ipairs(self.workers) do self.uv.process_kill(w.proc, "sigusr1") end
   end
 end
 

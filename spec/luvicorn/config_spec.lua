@@ -1,4 +1,5 @@
 local config = require("luvicorn.config")
+local fixtures = require("fixtures")
 
 local function env(t) return function(name) return t[name] end end
 
@@ -38,6 +39,9 @@ describe("luvicorn.config", function()
       "[::1]:9000", "app" }, env({ LUVICORN_RELOAD_DIR = "lua, examples" }))
     assert.are.same({ "127.0.0.1", "::1" }, c.hosts)
     assert.are.same({ "unix:/tmp/a.sock", "[::1]:9000" }, c.bind)
+    -- what was given, from the command line or the environment; defaults are not
+    assert.is_true(c.given.host and c.given.bind and c.given.reload_dir)
+    assert.is_nil(c.given.port)
     assert.are.same({ "lua", "examples" }, c.reload_dir)
     assert.has_error(function() config.parse({ "--bind=", "app" }, env({})) end,
       { usage = "--bind: an empty value" })
@@ -77,10 +81,8 @@ describe("luvicorn.config", function()
   end)
 
   it("reads an env file, the real environment winning", function()
-    local path = os.tmpname()
-    local f = assert(io.open(path, "w"))
-    f:write("# comment\nexport LUVICORN_PORT=7000\nLUVICORN_HOST = '0.0.0.0'\nOTHER=\"a b\" \nLUVICORN_LOOP=luv # x\n")
-    f:close()
+    local path = fixtures.tmpfile(
+      "# comment\nexport LUVICORN_PORT=7000\nLUVICORN_HOST = '0.0.0.0'\nOTHER=\"a b\" \nLUVICORN_LOOP=luv # x\n")
     local c = config.parse({ "--env-file", path }, env({ LUVICORN_HOST = "127.0.0.2" }))
     os.remove(path)
     assert.are.equal(7000, c.port)

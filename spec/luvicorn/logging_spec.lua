@@ -1,5 +1,6 @@
 local logging = require("luvicorn.logging")
 local config = require("luvicorn.config")
+local fixtures = require("fixtures")
 
 -- A stream that records each write call separately (one entry = one write(2) on a real file).
 local function sink()
@@ -13,14 +14,7 @@ local function sink()
   return s
 end
 
-local function tmpdir()
-  local path = os.tmpname()
-  os.remove(path)
-  assert(os.execute("mkdir -p '" .. path .. "'"))
-  return path
-end
-
-local function rmdir(path) os.execute("rm -rf '" .. path .. "'") end
+local tmpdir, write, rmdir = fixtures.tmpdir, fixtures.write, fixtures.rm_tree
 
 local function read(path)
   local f = io.open(path, "r")
@@ -28,13 +22,6 @@ local function read(path)
   local s = f:read("a")
   f:close()
   return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
 end
 
 -- A request as the HTTP protocol passes it to Logger:access.
@@ -324,7 +311,7 @@ describe("luvicorn.logging", function()
       log:close()
     end)
 
-    it("lets command-line values other than the defaults win over the file", function()
+    it("lets options given on the command line win over the file, even at their default values", function()
       local file = write(dir .. "/log.lua",
         ('return { level = "warning", access_log = %q, access_log_format = "F $status" }'):format(dir .. "/a.log"))
       -- nothing given: the file
@@ -341,7 +328,8 @@ describe("luvicorn.logging", function()
       -- --access-log-format given: it wins
       log = assert(logging.from_config(parse("--log-config", file, "--log-level", "info",
         "--access-log-format", "C $status")))
-      assert.is_false(log:enabled("info")) -- info is the default: the file's warning applies
+      assert.is_true(log:enabled("info")) -- given, though it is the default: it wins over the file's warning
+      assert.is_false(log:enabled("debug"))
       log = assert(logging.from_config(parse("--log-config", file, "--log-level", "trace",
         "--access-log-format", "C $status")))
       log:access("-", "GET", "/", "1.1", 200, "OK", 0)
@@ -351,9 +339,10 @@ describe("luvicorn.logging", function()
       -- --no-access-log given: it wins
       log = assert(logging.from_config(parse("--log-config", file, "--log-level", "debug", "--no-access-log")))
       assert.is_false(log.access_enabled)
-      -- the file turns the access log off; the default --access-log cannot turn it back on
+      -- the file turns the access log off; --access-log given turns it back on
       local off = write(dir .. "/off.lua", "return { access_log = false }")
-      assert.is_false(assert(logging.from_config(parse("--log-config", off, "--access-log"))).access_enabled)
+      assert.is_false(assert(logging.from_config(parse("--log-config", off))).access_enabled)
+      assert.is_true(assert(logging.from_config(parse("--log-config", off, "--access-log"))).access_enabled)
     end)
 
     it("checks --access-log-format without a file, and builds the default logger from no options", function()

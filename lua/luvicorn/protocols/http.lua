@@ -398,7 +398,9 @@ local function proxy_fields(headers)
   return xfp, xff, fwd
 end
 
--- Probes Protocol.start_request for its Lua field checks alone (scan_request below).
+-- Probes Protocol.start_request for its Lua field checks alone (scan_request below). The checks stay
+-- inline in start_request: as a function of their own, called from process, they cost about 1,400 more
+-- instructions per request on the Lua parser's path (ten results passed back, then on).
 local SCAN_ONLY = { scan_only = true, ctx = { max_body = false } }
 function SCAN_ONLY.reject(_, status, reason) return false, status, reason end
 
