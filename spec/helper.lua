@@ -31,6 +31,7 @@ local function arm(ms)
 end
 
 ---Runs the loop until nothing is left to do; fails if that takes longer than `ms` (default 5000).
+---An error raised in a callback comes out unchanged, as uv.run raised it.
 ---@param ms? integer
 ---@param mode? string run mode, default "default"
 function H.run(ms, mode)

@@ -118,6 +118,19 @@ class Luvicorn:
             return "\n".join(self.out_lines)
 
 
+def wait_until(pred, timeout=DEADLINE, what="the condition"):
+    """Polls `pred()` until it returns a true value, and returns that; fails after `timeout` seconds.
+    For states no log line announces (files, child processes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(0.02)
+
+
 def exchange(address, data, timeout=DEADLINE):
     """Connects to `address` (a Unix socket path, or a (host, port) pair), sends `data`, and returns all
     that comes back until the server closes the connection."""

@@ -16,7 +16,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from luvicorn_proc import DEADLINE, ENV, HAS_LUVRS, LOOP, ROOT, Luvicorn, write_app  # noqa: E402
+from luvicorn_proc import DEADLINE, ENV, HAS_LUVRS, LOOP, ROOT, Luvicorn, wait_until, write_app  # noqa: E402
 
 APP = """
 return function(scope, receive, send)
@@ -87,7 +87,6 @@ class AccessLogFormatTest(unittest.TestCase):
         body = resp.read()
         self.assertEqual(resp.status, 201)
         f = self.line_for("req-fixed")
-        # http.client sends no Referer; its User-Agent is Python's
         # http.client sends neither Referer nor User-Agent
         self.assertEqual(f[1:7], ["POST /fixed HTTP/1.1", "201", "Created", str(len(body)), "-", "-"])
         self.assertEqual(f[8], "-")  # no query
@@ -318,12 +317,7 @@ class WorkersLogTest(unittest.TestCase):
             except FileNotFoundError:
                 return None
             return text if text.count("\n") >= expect else None
-        deadline = time.monotonic() + DEADLINE
-        text = lines()
-        while text is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-            text = lines()
-        self.assertIsNotNone(text, "%s: fewer than %d lines within %ss" % (path, expect, DEADLINE))
+        text = wait_until(lines, DEADLINE, "%d lines in %s" % (expect, path))
         found = {}
         for line in text.split("\n")[:-1]:
             m = re.match(r"^(\d+) (\d+) (p*|-)$", line)

@@ -49,15 +49,21 @@ def run_cli(*args, timeout=20):
                           timeout=timeout)
 
 
+def streaming(testcase, *args, n, ms):
+    """Starts examples/stream.lua with `args` and a request for `n` lines `ms` apart; returns the server,
+    the connection and the response once its first line has arrived."""
+    server = Luvicorn("examples/stream.lua", *args).started()
+    testcase.addCleanup(server.kill)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", "/?n=%d&ms=%d" % (n, ms))
+    resp = conn.getresponse()
+    testcase.assertEqual(resp.readline(), b"line 1 of %d\n" % n)
+    return server, conn, resp
+
+
 class ShutdownTest(unittest.TestCase):
     def test_sigterm_lets_a_slow_streaming_response_finish_then_exits_0(self):
-        server = Luvicorn("examples/stream.lua").started()
-        self.addCleanup(server.kill)
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        conn.request("GET", "/?n=6&ms=250")
-        resp = conn.getresponse()
-        first = resp.readline()
-        self.assertEqual(first, b"line 1 of 6\n")
+        server, conn, resp = streaming(self, n=6, ms=250)
         server.proc.send_signal(signal.SIGTERM)
         server.wait_line(r"Shutting down")
         rest = resp.read()
@@ -75,19 +81,16 @@ class ShutdownTest(unittest.TestCase):
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         data = b""
         while not data.endswith(b"Hello, world!"):
-            data += s.recv(4096)
+            chunk = s.recv(4096)
+            self.assertTrue(chunk, "the server closed before the response ended: %r" % data)
+            data += chunk
         start = time.monotonic()
         self.assertEqual(server.stop(signal.SIGINT), 0)
         self.assertLess(time.monotonic() - start, 3)
         self.assertEqual(s.recv(4096), b"")
 
     def test_graceful_timeout_cuts_endless_responses(self):
-        server = Luvicorn("examples/stream.lua", "--timeout-graceful-shutdown", "1").started()
-        self.addCleanup(server.kill)
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        conn.request("GET", "/?n=1000&ms=100")
-        resp = conn.getresponse()
-        self.assertEqual(resp.readline(), b"line 1 of 1000\n")
+        server, conn, _ = streaming(self, "--timeout-graceful-shutdown", "1", n=1000, ms=100)
         start = time.monotonic()
         self.assertEqual(server.stop(), 0)
         elapsed = time.monotonic() - start
@@ -96,12 +99,7 @@ class ShutdownTest(unittest.TestCase):
         conn.close()
 
     def test_second_signal_exits_at_once(self):
-        server = Luvicorn("examples/stream.lua").started()
-        self.addCleanup(server.kill)
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        conn.request("GET", "/?n=1000&ms=100")
-        resp = conn.getresponse()
-        self.assertEqual(resp.readline(), b"line 1 of 1000\n")
+        server, conn, _ = streaming(self, n=1000, ms=100)
         server.proc.send_signal(signal.SIGINT)
         server.wait_line(r"Shutting down")
         start = time.monotonic()
@@ -239,12 +237,7 @@ class CommandLineTest(unittest.TestCase):
 
 class ConcurrencyTest(unittest.TestCase):
     def test_503_over_limit_concurrency(self):
-        server = Luvicorn("examples/stream.lua", "--limit-concurrency", "1").started()
-        self.addCleanup(server.kill)
-        slow = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        slow.request("GET", "/?n=20&ms=100")
-        resp = slow.getresponse()
-        self.assertEqual(resp.readline(), b"line 1 of 20\n")
+        server, slow, _ = streaming(self, "--limit-concurrency", "1", n=20, ms=100)
         results = []
 
         def other():

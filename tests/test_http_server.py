@@ -13,17 +13,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from luvicorn_proc import HAS_LUVRS, Luvicorn, write_app  # noqa: E402
-
-
-def recv_until_closed(sock, timeout=10):
-    sock.settimeout(timeout)
-    chunks = []
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
+from luvicorn_proc import HAS_LUVRS, Luvicorn, exchange, write_app  # noqa: E402
 
 
 def read_responses(sock, count, timeout=10):
@@ -123,10 +113,9 @@ class HelloTest(ServerTestCase):
                               stream="out")
 
     def test_pipelining_through_a_raw_socket(self):
-        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
-            s.sendall(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
-                      b"HEAD /3 HTTP/1.1\r\nHost: x\r\n\r\nGET /4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            rest = recv_until_closed(s)
+        rest = exchange(("127.0.0.1", self.server.port),
+                        b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n"
+                        b"HEAD /3 HTTP/1.1\r\nHost: x\r\n\r\nGET /4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         self.assertEqual(rest.count(b"HTTP/1.1 200 OK"), 4)
         self.assertEqual(rest.count(b"Hello, world!"), 3)
         self.assertTrue(rest.endswith(b"Hello, world!"))
@@ -143,9 +132,7 @@ class HelloTest(ServerTestCase):
         ]
         for raw, status in cases:
             with self.subTest(status=status, raw=raw[:40]):
-                with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
-                    s.sendall(raw)
-                    data = recv_until_closed(s)
+                data = exchange(("127.0.0.1", self.server.port), raw)
                 self.assertTrue(data.startswith(b"HTTP/1.1 %d " % status), data[:200])
                 self.assertIn(b"connection: close\r\n", data)
         # still serving
@@ -415,9 +402,8 @@ class ExtensionsTest(ServerTestCase):
         self.assertIn(b"content-length: %d\r\n" % len(self.content), r.stdout)
 
     def test_trailers_only_with_te_trailers(self):
-        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
-            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n")
-            data = recv_until_closed(s)
+        data = exchange(("127.0.0.1", self.server.port),
+                        b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n")
         self.assertIn(b"transfer-encoding: chunked\r\n", data)
         self.assertTrue(data.endswith(b"\r\n0\r\nx-checksum: abc\r\n\r\n"), data)
         self.assertEqual(self.curl(self.url()).stdout, b"with trailers: false")

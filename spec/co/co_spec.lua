@@ -53,17 +53,7 @@ local function free_port()
 end
 
 describe("luvrs.co", function()
-  -- busted insulates each spec file, so each file gets a fresh helper with its own guard timer; the
-  -- guards of earlier files stay stopped and unreferenced: close them so they are not counted as leaks
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
-  after_each(function()
-    H.after_each()
-  end)
+  after_each(H.after_each)
 
   teardown(function()
     H.run(1000) -- let close callbacks run: luv 1.44 crashes at exit on a listener closed but not yet swept

@@ -74,15 +74,6 @@ local function echo_route(req, s)
 end
 
 describe("luvrs.co.http", function()
-  -- busted insulates each spec file, so each file gets a fresh helper with its own guard timer; the
-  -- guards of earlier files stay stopped and unreferenced: close them so they are not counted as leaks
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
-
   local servers
   before_each(function() servers = {} end)
   after_each(function()

@@ -33,14 +33,6 @@ local function ask(s, line)
 end
 
 describe("luvrs.co.pool", function()
-  -- busted insulates each spec file, so each file gets a fresh helper with its own guard timer; the
-  -- guards of earlier files stay stopped and unreferenced: close them so they are not counted as leaks
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
   local p, srv
   before_each(function()
     srv = line_server()

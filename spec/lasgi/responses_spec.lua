@@ -1,30 +1,10 @@
 local lasgi = require "lasgi"
 local responses = require "lasgi.responses"
 local loop = require "lasgi.loop"
+local fixtures = require "fixtures"
 
 local function serve(resp, opts)
   return lasgi.TestClient(function(scope, receive, send) return resp(scope, receive, send) end, opts)
-end
-
-local function tmpfile(content)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "wb"))
-  f:write(content)
-  f:close()
-  return path
-end
-
--- Runs a Lua script in a child lua5.4 (from the repository root) with one argument; returns its output.
-local function run_child(script, arg1)
-  local file = os.tmpname()
-  local f = assert(io.open(file, "wb"))
-  f:write(script)
-  f:close()
-  local h = io.popen(("lua5.4 %s '%s' 2>&1"):format(file, arg1:gsub("'", "'\\''")))
-  local out = h:read("a")
-  h:close()
-  os.remove(file)
-  return out
 end
 
 describe("lasgi.responses", function()
@@ -126,7 +106,7 @@ describe("lasgi.responses", function()
   describe("FileResponse", function()
     local content = "0123456789abcdefghij" -- 20 bytes
     local path
-    before_each(function() path = tmpfile(content) end)
+    before_each(function() path = fixtures.tmpfile(content) end)
     after_each(function() os.remove(path) end)
 
     local function get(headers, opts, method)
@@ -261,7 +241,7 @@ describe("lasgi.responses", function()
         "local r2 = lasgi.TestClient(lasgi.FileResponse(arg[1])):get('/', { headers = { ['if-none-match'] = etag } })",
         "print(r.status, etag, r.headers:get('last-modified'), r2.status)",
       }, "\n")
-      local out = run_child(script, path)
+      local out = fixtures.run_lua(script, path)
       if out:match("^no luv") then return pending("luv is not installed") end
       local status, etag, lm, status2 = out:match('^(%d+)\t("%x+%-14")\t(.- GMT)\t(%d+)')
       assert.equal("200", status, out)
@@ -293,7 +273,7 @@ describe("lasgi.responses", function()
 
     it("streams large files in chunks", function()
       local big = ("x"):rep(150000)
-      local p = tmpfile(big)
+      local p = fixtures.tmpfile(big)
       local r = serve(lasgi.FileResponse(p)):get("/")
       os.remove(p)
       assert.equal(big, r.text)
@@ -308,7 +288,7 @@ describe("lasgi.responses", function()
   end)
 
   it("stat gives size and kind", function()
-    local p = tmpfile("abc")
+    local p = fixtures.tmpfile("abc")
     local st = responses.stat(p)
     os.remove(p)
     assert.equal(3, st.size)

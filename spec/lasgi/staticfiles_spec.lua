@@ -1,6 +1,7 @@
 local lasgi = require "lasgi"
 local loop = require "lasgi.loop"
 local staticfiles = require "lasgi.staticfiles"
+local fixtures = require "fixtures"
 
 -- The loop's fs_realpath when it has one; else (test only) the realpath command.
 local function resolver()
@@ -14,37 +15,18 @@ local function resolver()
   end
 end
 
-local function write(path, content)
-  local f = assert(io.open(path, "wb"))
-  f:write(content)
-  f:close()
-end
-
--- Runs a Lua script in a child lua5.4 (from the repository root) with one argument; returns its output.
-local function run_child(script, arg1)
-  local file = os.tmpname()
-  local f = assert(io.open(file, "wb"))
-  f:write(script)
-  f:close()
-  local h = io.popen(("lua5.4 %s '%s' 2>&1"):format(file, arg1:gsub("'", "'\\''")))
-  local out = h:read("a")
-  h:close()
-  os.remove(file)
-  return out
-end
-
 describe("lasgi.staticfiles", function()
   local root, client, html_client
   setup(function()
     root = os.tmpname()
     os.remove(root)
     assert(os.execute(("mkdir -p %s/public/sub %s/public/docs"):format(root, root)))
-    write(root .. "/secret.txt", "top secret")
-    write(root .. "/public/hello.txt", "hello")
-    write(root .. "/public/style.css", "body{}")
-    write(root .. "/public/sub/deep.js", "x=1")
-    write(root .. "/public/docs/index.html", "<p>docs</p>")
-    write(root .. "/public/404.html", "<p>missing</p>")
+    fixtures.write(root .. "/secret.txt", "top secret")
+    fixtures.write(root .. "/public/hello.txt", "hello")
+    fixtures.write(root .. "/public/style.css", "body{}")
+    fixtures.write(root .. "/public/sub/deep.js", "x=1")
+    fixtures.write(root .. "/public/docs/index.html", "<p>docs</p>")
+    fixtures.write(root .. "/public/404.html", "<p>missing</p>")
     assert(os.execute(("ln -s %s/secret.txt %s/public/escape.txt"):format(root, root)))
     assert(os.execute(("ln -s %s %s/public/updir"):format(root, root)))
     assert(os.execute(("ln -s %s/public/hello.txt %s/public/alias.txt"):format(root, root)))
@@ -56,7 +38,7 @@ describe("lasgi.staticfiles", function()
       realpath = rp })) }
     html_client = lasgi.TestClient(html, { follow_redirects = false })
   end)
-  teardown(function() os.execute("rm -rf " .. root) end)
+  teardown(function() fixtures.rm_tree(root) end)
 
   it("serves files with their media type", function()
     local r = client:get("/static/hello.txt")
@@ -104,7 +86,7 @@ describe("lasgi.staticfiles", function()
       "local c = lasgi.TestClient(lasgi.StaticFiles({ directory = arg[1] }))",
       "print(c:get('/escape.txt').status, c:get('/updir/secret.txt').status, c:get('/alias.txt').text)",
     }, "\n")
-    local out = run_child(script, root .. "/public")
+    local out = fixtures.run_lua(script, root .. "/public")
     if out:match("^no luv") then return pending("luv is not installed") end
     assert.equal("404\t404\thello\n", out)
   end)

@@ -1,13 +1,10 @@
 local luvicorn = require("luvicorn")
+local fixtures = require("fixtures")
 
 local function tmp_module(source)
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute("mkdir -p " .. dir))
+  local dir = fixtures.tmpdir()
   local name = "lvapp" .. tostring(math.random(1e9))
-  local f = assert(io.open(dir .. "/" .. name .. ".lua", "w"))
-  f:write(source)
-  f:close()
+  fixtures.write(dir .. "/" .. name .. ".lua", source)
   return dir, name
 end
 

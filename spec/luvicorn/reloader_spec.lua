@@ -4,27 +4,16 @@ local H = require "helper"
 local uv = H.uv
 local reloader = require "luvicorn.reloader"
 
-local function tmpdir()
-  local path = os.tmpname()
-  assert(os.remove(path))
-  assert(uv.fs_mkdir(path, tonumber("755", 8)))
-  return path
-end
+local fixtures = require "fixtures"
+
+local tmpdir, write, rm_tree = fixtures.tmpdir, fixtures.write, fixtures.rm_tree
 
 local function mkdir(path) assert(uv.fs_mkdir(path, tonumber("755", 8))) end
-
-local function write(path, content)
-  local f = assert(io.open(path, "wb"))
-  f:write(content or "")
-  f:close()
-end
 
 local function sh(fmt, ...)
   local cmd = fmt:format(...)
   assert(os.execute(cmd), cmd)
 end
-
-local function rm_tree(path) sh("rm -rf %q", path) end
 
 -- A logger that keeps its warnings.
 local function recorder()

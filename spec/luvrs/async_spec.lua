@@ -3,12 +3,6 @@ local H = require "helper"
 local uv = H.uv
 
 describe("async", function()
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
   after_each(H.after_each)
 
   it("new_async makes an active async handle that keeps the loop alive", function()

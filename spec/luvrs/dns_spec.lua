@@ -7,12 +7,6 @@ local function find(list, pred)
 end
 
 describe("dns", function()
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
   after_each(H.after_each)
 
   it("getaddrinfo('localhost') synchronously returns luv's entries", function()

@@ -2,17 +2,12 @@
 -- fs_mkdir, fs_rmdir, fs_rename, fs_scandir and fs_scandir_next.
 local H = require "helper"
 local uv = H.uv
+local fixtures = require "fixtures"
 
 describe("fs", function()
   after_each(H.after_each)
 
-  local function tmpfile(content)
-    local path = os.tmpname()
-    local f = assert(io.open(path, "wb"))
-    f:write(content)
-    f:close()
-    return path
-  end
+  local tmpfile = fixtures.tmpfile
 
   it("fs_stat describes a file: type, size, mode and times", function()
     local path = tmpfile("hello")
@@ -82,23 +77,7 @@ end)
 describe("fs directories", function()
   after_each(H.after_each)
 
-  -- A fresh empty directory: os.tmpname's file, replaced by a directory of the same name.
-  local function tmpdir()
-    local path = os.tmpname()
-    assert(os.remove(path))
-    assert(uv.fs_mkdir(path, tonumber("755", 8)))
-    return path
-  end
-
-  local function write(path, content)
-    local f = assert(io.open(path, "wb"))
-    f:write(content or "")
-    f:close()
-  end
-
-  local function rm_tree(path)
-    os.execute(("rm -rf %q"):format(path))
-  end
+  local tmpdir, write, rm_tree = fixtures.tmpdir, fixtures.write, fixtures.rm_tree
 
   -- Every entry of a scandir request, as "name=type" strings in the order they came.
   local function drain(req)

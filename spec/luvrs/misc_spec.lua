@@ -1,6 +1,7 @@
 -- Miscellaneous process and system functions, and the deflate/inflate extension.
 local H = require "helper"
 local uv = H.uv
+local fixtures = require "fixtures"
 
 local function sh(cmd)
   local p = io.popen(cmd)
@@ -9,12 +10,7 @@ local function sh(cmd)
   return (out:gsub("%s+$", ""))
 end
 
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local slurp = fixtures.read
 
 describe("misc", function()
   after_each(H.after_each)
@@ -269,14 +265,9 @@ describe("misc", function()
     local text = string.rep("The quick brown fox jumps over the lazy dog. ", 2000)
 
     local function python(code, input)
-      local inpath, outpath, script = os.tmpname(), os.tmpname(), os.tmpname()
-      local f = assert(io.open(inpath, "wb"))
-      f:write(input)
-      f:close()
-      f = assert(io.open(script, "w"))
-      f:write("import sys, zlib, gzip\ndata = open(sys.argv[1], 'rb').read()\n", code,
-        "\nopen(sys.argv[2], 'wb').write(out)\n")
-      f:close()
+      local inpath, outpath = fixtures.tmpfile(input), os.tmpname()
+      local script = fixtures.tmpfile("import sys, zlib, gzip\ndata = open(sys.argv[1], 'rb').read()\n" .. code
+        .. "\nopen(sys.argv[2], 'wb').write(out)\n")
       local ok = os.execute(("python3 %s %s %s"):format(script, inpath, outpath))
       local out = slurp(outpath)
       os.remove(inpath)

@@ -9,8 +9,9 @@ local function exists(path)
 end
 
 -- Runs one scenario under lua5.4 with `module`; returns its output and whether it exited with 0.
+-- The scenarios require spec.oracle.lib.show from the repository root, the current directory.
 local function run(script, module)
-  local cmd = ("LUA_CPATH='./build/?.so;;' timeout 30 lua5.4 %s %s 2>&1"):format(script, module)
+  local cmd = ("LUA_PATH='./?.lua;;' LUA_CPATH='./build/?.so;;' timeout 30 lua5.4 %s %s 2>&1"):format(script, module)
   local p = assert(io.popen(cmd))
   local out = p:read("*a")
   local ok, _, code = p:close()

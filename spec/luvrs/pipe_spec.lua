@@ -2,6 +2,7 @@
 -- and on stdin, pipe(), socketpair().
 local H = require "helper"
 local uv = H.uv
+local fixtures = require "fixtures"
 
 local function tmp_path(tag)
   return ("%s/luvrs-%s-%d-%d.sock"):format(os.getenv("TMPDIR") or "/tmp", tag, uv.os_getpid(), uv.hrtime() % 1e9)
@@ -10,12 +11,6 @@ end
 local close_all = H.close_all
 
 describe("pipe", function()
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
   after_each(H.after_each)
 
   it("new_pipe makes a pipe handle, ipc or not", function()
@@ -165,11 +160,8 @@ describe("pipe", function()
       uv.run()
       io.write("got:" .. table.concat(got))
     ]]
-    local path = os.tmpname()
-    local f = assert(io.open(path, "w"))
-    f:write(script)
-    f:close()
-    local cmd = ("printf 'fed through stdin' | LUA_CPATH='./build/?.so;;' lua5.4 %s"):format(path)
+    local path = fixtures.tmpfile(script)
+    local cmd = ("printf 'fed through stdin' | LUA_CPATH='./build/?.so;;' timeout 10 lua5.4 %s"):format(path)
     local h = assert(io.popen(cmd))
     local out = h:read("a")
     h:close()

@@ -9,12 +9,6 @@ local function close_fd(fd)
 end
 
 describe("poll", function()
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
   after_each(H.after_each)
 
   it("watches the read end of an OS pipe", function()

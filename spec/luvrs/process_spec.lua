@@ -15,12 +15,6 @@ local function collect(stream, done)
 end
 
 describe("process", function()
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
   after_each(H.after_each)
 
   it("spawns a child whose stdin/stdout are pipes and echoes data back", function()

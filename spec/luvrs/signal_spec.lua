@@ -6,12 +6,6 @@ local uv = H.uv
 local close_all = H.close_all
 
 describe("signal", function()
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
   after_each(H.after_each)
 
   it("new_signal makes a signal handle", function()

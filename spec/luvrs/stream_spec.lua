@@ -2,6 +2,7 @@
 -- try_write, shutdown, is_readable/is_writable, stream_get_write_queue_size; EOF, reset, big writes.
 local H = require "helper"
 local uv = H.uv
+local fixtures = require "fixtures"
 
 local connected_pair = H.tcp_pair
 
@@ -616,13 +617,10 @@ describe("stream", function()
     end
 
     it("sends a file range in order with other writes", function()
-      local path = os.tmpname()
-      local f = assert(io.open(path, "wb"))
       local content = {}
       for i = 1, 20000 do content[i] = ("%05d\n"):format(i) end
       content = table.concat(content)
-      f:write(content)
-      f:close()
+      local path = fixtures.tmpfile(content)
       local a, b = connected_pair()
       local got, eof = {}, false
       b:read_start(function(_, d) if d then got[#got + 1] = d else eof = true end end)

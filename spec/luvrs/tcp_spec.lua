@@ -2,6 +2,7 @@
 -- IPv4 and IPv6; EADDRINUSE; the reuseport extension.
 local H = require "helper"
 local uv = H.uv
+local fixtures = require "fixtures"
 
 local close_all = H.close_all
 
@@ -292,9 +293,7 @@ describe("tcp", function()
 
   describe("tcp_open", function()
     it("adopts an existing socket descriptor", function()
-      local child = os.tmpname()
-      local f = assert(io.open(child, "w"))
-      f:write([[
+      local child = fixtures.tmpfile([[
 package.cpath = "./build/?.so;" .. package.cpath
 local uv = require(os.getenv("LUVRS_IMPL") or "luvrs")
 local t = uv.new_tcp()
@@ -311,10 +310,7 @@ local client = uv.new_tcp()
 client:connect("127.0.0.1", t:getsockname().port, function(err) print("connected", err) client:close() end)
 uv.run()
 ]])
-      f:close()
-      local py = os.tmpname()
-      f = assert(io.open(py, "w"))
-      f:write([[
+      local py = fixtures.tmpfile([[
 import os, socket, sys
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
@@ -322,8 +318,7 @@ s.set_inheritable(True)
 print("python", s.getsockname()[1], flush=True)
 os.execvp("lua5.4", ["lua5.4", sys.argv[1], str(s.fileno())])
 ]])
-      f:close()
-      local p = io.popen(("python3 %s %s 2>&1"):format(py, child))
+      local p = io.popen(("timeout 10 python3 %s %s 2>&1"):format(py, child))
       local out = p:read("*a")
       p:close()
       os.remove(child)

@@ -2,13 +2,11 @@
 -- from script(1), which runs a child on a pseudo-terminal.
 local H = require "helper"
 local uv = H.uv
+local fixtures = require "fixtures"
 
 -- Runs `src` under a pseudo-terminal and returns what it printed.
 local function on_pty(src)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(src)
-  f:close()
+  local path = fixtures.tmpfile(src)
   local cmd = ("LUVRS_IMPL=%s LUA_CPATH='./build/?.so;;' timeout 10 script -qec 'lua5.4 %s' /dev/null </dev/null")
     :format(H.impl, path)
   local p = assert(io.popen(cmd))
@@ -19,12 +17,6 @@ local function on_pty(src)
 end
 
 describe("tty", function()
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
   after_each(H.after_each)
 
   it("on a terminal: guess_handle, winsize, modes and writes", function()

@@ -19,12 +19,6 @@ local function receiver(host)
 end
 
 describe("udp", function()
-  setup(function()
-    uv.walk(function(h)
-      if h ~= H.guard and not h:is_closing() and not h:has_ref() then h:close() end
-    end)
-    uv.run("nowait")
-  end)
   after_each(H.after_each)
 
   it("new_udp makes a udp handle, with or without a family", function()

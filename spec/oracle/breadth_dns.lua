@@ -2,25 +2,19 @@
 -- Usage: lua5.4 spec/oracle/breadth_dns.lua luvrs|luv
 local uv = require(arg[1] or "luvrs")
 
-local function show(...)
-  local out = {}
-  for i = 1, select("#", ...) do
-    local v = select(i, ...)
-    if type(v) == "userdata" then v = tostring(v):match("^(%S+):") or "userdata" end
-    if type(v) == "table" then
-      local items = {}
-      for _, e in ipairs(v) do
-        local keys = {}
-        for k, x in pairs(e) do keys[#keys + 1] = k .. "=" .. tostring(x) end
-        table.sort(keys)
-        items[#items + 1] = "{" .. table.concat(keys, ",") .. "}"
-      end
-      v = "[" .. table.concat(items, ",") .. "]"
-    end
-    out[i] = tostring(v)
+local S = require "spec.oracle.lib.show"
+-- a getaddrinfo result: a list of records, each with its keys sorted
+local show = S.printer(" | ", function(v)
+  if type(v) ~= "table" then return S.text(v) end
+  local items = {}
+  for _, e in ipairs(v) do
+    local keys = {}
+    for k, x in pairs(e) do keys[#keys + 1] = k .. "=" .. tostring(x) end
+    table.sort(keys)
+    items[#items + 1] = "{" .. table.concat(keys, ",") .. "}"
   end
-  print(table.concat(out, " | "))
-end
+  return "[" .. table.concat(items, ",") .. "]"
+end)
 
 show("sync", uv.getaddrinfo("localhost", "http", { family = "inet", socktype = "stream" }))
 show("sync udp", uv.getaddrinfo("127.0.0.1", nil, { family = "inet", socktype = "dgram", protocol = "udp" }))

@@ -2,15 +2,7 @@
 -- Usage: lua5.4 spec/oracle/breadth_pipe.lua luvrs|luv
 local uv = require(arg[1] or "luvrs")
 
-local function show(...)
-  local out = {}
-  for i = 1, select("#", ...) do
-    local v = select(i, ...)
-    if type(v) == "userdata" then v = tostring(v):match("^(%S+):") or "userdata" end
-    out[i] = tostring(v)
-  end
-  print(table.concat(out, " | "))
-end
+local show = require("spec.oracle.lib.show").printer(" | ")
 
 local path = ("/tmp/luvrs-oracle-%d.sock"):format(uv.os_getpid())
 os.remove(path)

@@ -2,16 +2,11 @@
 -- Usage: lua5.4 spec/oracle/breadth_process.lua luvrs|luv
 local uv = require(arg[1] or "luvrs")
 
-local function show(...)
-  local out = {}
-  for i = 1, select("#", ...) do
-    local v = select(i, ...)
-    if type(v) == "userdata" then v = tostring(v):match("^(%S+):") or "userdata" end
-    if type(v) == "number" and math.type(v) == "float" and v == math.floor(v) then v = math.tointeger(v) end
-    out[i] = tostring(v)
-  end
-  print(table.concat(out, " | "))
-end
+local S = require "spec.oracle.lib.show"
+local show = S.printer(" | ", function(v)
+  if type(v) == "number" and math.type(v) == "float" and v == math.floor(v) then v = math.tointeger(v) end
+  return S.text(v)
+end)
 
 -- a child echoing through pipes
 -- (exit and end of output race each other: report both after the run)

@@ -2,23 +2,17 @@
 -- Usage: lua5.4 spec/oracle/breadth_udp.lua luvrs|luv
 local uv = require(arg[1] or "luvrs")
 
-local function show(...)
-  local out = {}
-  for i = 1, select("#", ...) do
-    local v = select(i, ...)
-    if type(v) == "userdata" then v = tostring(v):match("^(%S+):") or "userdata" end
-    if type(v) == "table" then
-      local keys = {}
-      for k, x in pairs(v) do
-        if k ~= "port" then keys[#keys + 1] = tostring(k) .. "=" .. tostring(x) end
-      end
-      table.sort(keys)
-      v = "{" .. table.concat(keys, ",") .. "}"
-    end
-    out[i] = tostring(v)
+local S = require "spec.oracle.lib.show"
+-- an address record, keys sorted, the port left out (it differs from run to run)
+local show = S.printer(" | ", function(v)
+  if type(v) ~= "table" then return S.text(v) end
+  local keys = {}
+  for k, x in pairs(v) do
+    if k ~= "port" then keys[#keys + 1] = tostring(k) .. "=" .. tostring(x) end
   end
-  print(table.concat(out, " | "))
-end
+  table.sort(keys)
+  return "{" .. table.concat(keys, ",") .. "}"
+end)
 
 local r, s = uv.new_udp(), uv.new_udp()
 show("type", uv.handle_get_type(r))

@@ -2,11 +2,7 @@
 -- Usage: lua5.4 spec/oracle/handles.lua luvrs|luv
 local uv = require(arg[1] or "luvrs")
 
-local function show(...)
-  local out = {}
-  for i = 1, select("#", ...) do out[i] = tostring((select(i, ...))) end
-  print(table.concat(out, " "))
-end
+local show = require("spec.oracle.lib.show").printer(" ")
 
 local made = {
   uv.new_timer(), uv.new_idle(), uv.new_check(), uv.new_prepare(),

@@ -2,11 +2,7 @@
 -- Usage: lua5.4 spec/oracle/phases.lua luvrs|luv
 local uv = require(arg[1] or "luvrs")
 
-local function show(...)
-  local out = {}
-  for i = 1, select("#", ...) do out[i] = tostring((select(i, ...))) end
-  print(table.concat(out, " "))
-end
+local show = require("spec.oracle.lib.show").printer(" ")
 
 show("mode outside run", uv.loop_mode())
 show("alive empty", uv.loop_alive())

@@ -2,11 +2,7 @@
 -- Usage: lua5.4 spec/oracle/states.lua luvrs|luv
 local uv = require(arg[1] or "luvrs")
 
-local function show(...)
-  local out = {}
-  for i = 1, select("#", ...) do out[i] = tostring((select(i, ...))) end
-  print(table.concat(out, " "))
-end
+local show = require("spec.oracle.lib.show").printer(" ")
 
 local t = uv.new_timer()
 t:start(1, 0, function()

@@ -3,15 +3,7 @@
 -- Usage: lua5.4 spec/oracle/stream.lua luvrs|luv
 local uv = require(arg[1] or "luvrs")
 
-local function show(...)
-  local out = {}
-  for i = 1, select("#", ...) do
-    local v = select(i, ...)
-    if type(v) == "userdata" then v = tostring(v):match("^(%S+):") or "userdata" end
-    out[i] = tostring(v)
-  end
-  print(table.concat(out, " | "))
-end
+local show = require("spec.oracle.lib.show").printer(" | ")
 
 -- Runs the loop until cond() holds (each scenario below is a chain of single events); gives up
 -- after 5 s, printing where, so a difference shows as output rather than as a hang.

@@ -6,15 +6,7 @@ local uv = require(arg[1] or "luvrs")
 
 local logs = { client = {}, server = {}, main = {} }
 
-local function fmt(...)
-  local out = {}
-  for i = 1, select("#", ...) do
-    local v = select(i, ...)
-    if type(v) == "userdata" then v = tostring(v):match("^(%S+):") or "userdata" end
-    out[i] = tostring(v)
-  end
-  return table.concat(out, " ")
-end
+local fmt = require("spec.oracle.lib.show").formatter(" ")
 
 local function log(side, ...) table.insert(logs[side], fmt(...)) end
 

@@ -2,15 +2,7 @@
 -- Prints one line per callback or result; nothing depends on timing, addresses or ports.
 local uv = require(arg[1] or "luvrs")
 
-local function show(...)
-  local out = {}
-  for i = 1, select("#", ...) do
-    local v = select(i, ...)
-    if type(v) == "userdata" then v = tostring(v):match("^(%S+):") or "userdata" end
-    out[i] = tostring(v)
-  end
-  print(table.concat(out, " "))
-end
+local show = require("spec.oracle.lib.show").printer(" ")
 
 local function nargs(...) return select("#", ...), ... end
 

@@ -1,6 +1,7 @@
 local lasgi = require "lasgi"
 local gzip = require "lasgi.middleware.gzip"
 local loop = require "lasgi.loop"
+local fixtures = require "fixtures"
 
 -- A stand-in deflate stream that shows what it was asked to do.
 local function fake_factory(calls)
@@ -81,14 +82,26 @@ describe("lasgi.middleware.gzip", function()
     assert.equal("gzip", get(app_with(BIG, "image/svg+xml"), { deflate = f }).headers:get("content-encoding"))
   end)
 
-  it("leaves partial content (206) alone", function()
-    local path = os.tmpname()
-    local fh = io.open(path, "wb")
-    fh:write(BIG)
-    fh:close()
-    local app = gzip.new(function(scope, receive, send)
+  -- The middleware around a FileResponse of a new temporary file holding BIG; returns it and the path.
+  local function file_app()
+    local path = fixtures.tmpfile(BIG)
+    return gzip.new(function(scope, receive, send)
       lasgi.FileResponse(path, { media_type = "text/plain" })(scope, receive, send)
-    end, { deflate = fake_factory({}) })
+    end, { deflate = fake_factory({}) }), path
+  end
+
+  -- `data` through gzip -dc.
+  local function gunzip(data)
+    local p = fixtures.tmpfile(data)
+    local h = io.popen("gzip -dc < " .. p)
+    local out = h:read("a")
+    h:close()
+    os.remove(p)
+    return out
+  end
+
+  it("leaves partial content (206) alone", function()
+    local app, path = file_app()
     local r = lasgi.TestClient(app):get("/", { headers = { ["accept-encoding"] = "gzip", range = "bytes=0-599" } })
     os.remove(path)
     assert.equal(206, r.status)
@@ -107,13 +120,7 @@ describe("lasgi.middleware.gzip", function()
   end)
 
   it("lets pathsend through untouched", function()
-    local path = os.tmpname()
-    local fh = io.open(path, "wb")
-    fh:write(BIG)
-    fh:close()
-    local app = gzip.new(function(scope, receive, send)
-      lasgi.FileResponse(path, { media_type = "text/plain" })(scope, receive, send)
-    end, { deflate = fake_factory({}) })
+    local app, path = file_app()
     local r = lasgi.TestClient(app, { extensions = { ["http.response.pathsend"] = {} } })
       :get("/", { headers = { ["accept-encoding"] = "gzip" } })
     os.remove(path)
@@ -140,24 +147,10 @@ describe("lasgi.middleware.gzip", function()
     if uv.new_inflate then
       plain = uv.new_inflate({ format = "gzip" }):write(r.body)
     else
-      local p = os.tmpname()
-      local fh = io.open(p, "wb")
-      fh:write(r.body)
-      fh:close()
-      local h = io.popen("gzip -dc < " .. p)
-      plain = h:read("a")
-      h:close()
-      os.remove(p)
+      plain = gunzip(r.body)
     end
     assert.equal(BIG, plain)
     local s = get(app_with({ BIG, BIG }))
-    local p = os.tmpname()
-    local fh = io.open(p, "wb")
-    fh:write(s.body)
-    fh:close()
-    local h = io.popen("gzip -dc < " .. p)
-    assert.equal(BIG .. BIG, h:read("a"))
-    h:close()
-    os.remove(p)
+    assert.equal(BIG .. BIG, gunzip(s.body))
   end)
 end)

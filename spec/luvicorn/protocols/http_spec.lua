@@ -3,6 +3,7 @@
 local http = require("luvicorn.protocols.http")
 local parsers = require("luvicorn.parsers")
 local logging = require("luvicorn.logging")
+local fixtures = require("fixtures")
 
 local ok_uv, uv = pcall(require, "luvrs")
 if not ok_uv then uv = nil end
@@ -90,6 +91,16 @@ for _, impl in ipairs(parsers.available(uv)) do
       return p, t, ctx
     end
     before_each(function() now = 1000 end)
+
+    -- The connection's deadline is `ms` from now: open 1 ms before it, closed by check_timeout at it.
+    local function closes_after(p, t, ms)
+      now = now + ms - 1
+      assert.is_false(p:check_timeout(now))
+      assert.is_false(t.closed)
+      now = now + 1
+      assert.is_true(p:check_timeout(now))
+      assert.is_true(t.closed)
+    end
 
     local function hello(_, _, send)
       send({ type = "http.response.start", status = 200, headers = { { "content-type", "text/plain" } } })
@@ -602,11 +613,7 @@ for _, impl in ipairs(parsers.available(uv)) do
       it("closes an idle keep-alive connection after --timeout-keep-alive", function()
         local p, t = make(hello, { timeout_keep_alive = 5 })
         p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        now = now + 4999
-        assert.is_false(p:check_timeout(now))
-        now = now + 1
-        assert.is_true(p:check_timeout(now))
-        assert.is_true(t.closed)
+        closes_after(p, t, 5000)
       end)
 
       it("closes a client whose head does not arrive within --timeout-request-head", function()
@@ -614,12 +621,8 @@ for _, impl in ipairs(parsers.available(uv)) do
         p:data_received("GET / HTTP/1.1\r\n")
         now = now + 1000
         p:data_received("Host: x\r\n") -- trickling bytes does not extend the deadline
-        now = now + 999
-        assert.is_false(p:check_timeout(now))
-        now = now + 1
-        assert.is_true(p:check_timeout(now))
+        closes_after(p, t, 1000)
         assert.are.equal(408, responses(t.text())[1].status)
-        assert.is_true(t.closed)
       end)
 
       it("does not time out while the app works on a request", function()
@@ -637,12 +640,7 @@ for _, impl in ipairs(parsers.available(uv)) do
         p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         p.ctx.shutting_down = true
         p:shutdown()
-        now = now + 999
-        p:check_timeout(now)
-        assert.is_false(t.closed)
-        now = now + 1
-        p:check_timeout(now)
-        assert.is_true(t.closed)
+        closes_after(p, t, 1000)
       end)
 
       it("answers a request that arrives in that second with connection: close", function()
@@ -677,12 +675,7 @@ for _, impl in ipairs(parsers.available(uv)) do
         local p, t = make(hello)
         p:data_received("GET / HT")
         p:shutdown()
-        now = now + 999
-        p:check_timeout(now)
-        assert.is_false(t.closed)
-        now = now + 1
-        p:check_timeout(now)
-        assert.is_true(t.closed)
+        closes_after(p, t, 1000)
       end)
 
       it("lets an in-flight response finish with connection: close", function()
@@ -722,10 +715,7 @@ for _, impl in ipairs(parsers.available(uv)) do
       end)
 
       it("sends a file with pathsend (no transport sendfile: read in chunks)", function()
-        local path = os.tmpname()
-        local f = assert(io.open(path, "wb"))
-        f:write(("0123456789"):rep(10000))
-        f:close()
+        local path = fixtures.tmpfile(("0123456789"):rep(10000))
         local p, t = make(function(_, _, send)
           send({ type = "http.response.start", status = 200 })
           send({ type = "http.response.pathsend", path = path })
@@ -738,10 +728,7 @@ for _, impl in ipairs(parsers.available(uv)) do
       end)
 
       it("hands pathsend to transport.sendfile when there is one", function()
-        local path = os.tmpname()
-        local f = assert(io.open(path, "wb"))
-        f:write("abc")
-        f:close()
+        local path = fixtures.tmpfile("abc")
         local p, t = make(function(_, _, send)
           send({ type = "http.response.start", status = 200 })
           send({ type = "http.response.pathsend", path = path })
