@@ -7,7 +7,7 @@ LIB := build/luvrs.so
 export LUA_PATH := ./lua/?.lua;./lua/?/init.lua;;
 export LUA_CPATH := ./build/?.so;;
 
-.PHONY: all build run test test-rust test-lua test-e2e test-rock lint bench deps deps-run clean
+.PHONY: all build run test test-rust test-lua test-e2e test-rock lint bench deps deps-run deps-bench clean
 
 all: build
 
@@ -16,6 +16,9 @@ deps:
 
 deps-run:
 	@scripts/deps.sh run
+
+deps-bench:
+	@scripts/deps.sh bench
 
 $(LIB): Cargo.toml $(wildcard src/*.rs src/*/*.rs)
 	cargo build --release --features module
@@ -49,7 +52,7 @@ lint:
 	cargo clippy --features module --lib -- -D warnings
 	luacheck --quiet lua spec bin examples tests bench
 
-bench: deps build
+bench: deps-bench build
 	bench/run.sh
 
 clean:

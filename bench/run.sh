@@ -92,14 +92,13 @@ if [ -f lua/luvicorn/cli.lua ] && [ -f examples/hello.lua ]; then
   row ""
   row "| server | req/s | server CPU µs/request |"
   row "|---|---:|---:|"
-  base_rps=""
+  port=18090
   for cfg in "luvrs native" "luvrs lua" "luv lua"; do
     set -- $cfg
-    port=$((18090 + ${#base_rps}))
+    port=$((port + 1))
     IFS='|' read -r _ rps us <<<"$(http_bench "l-$1-$2" "$port" lua5.4 bin/luvicorn examples/hello.lua \
       --port "$port" --loop "$1" --http "$2" --no-access-log --log-level warning)"
     row "| Luvicorn --loop $1 --http $2 | $rps | $us |"
-    base_rps="$base_rps$rps"
   done
 fi
 

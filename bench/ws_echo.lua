@@ -1,4 +1,4 @@
--- WebSocket echo load generator for `make bench` (proposed path: bench/ws_echo.lua).
+-- WebSocket echo load generator for `make bench`.
 --   lua5.4 bench/ws_echo.lua LOOP PORT [CONNECTIONS=64] [SECONDS=5] [SIZE=64]
 -- Opens CONNECTIONS WebSocket connections to ws://127.0.0.1:PORT/, keeps one masked text message of SIZE
 -- bytes in flight on each, and prints the number of echoes received during SECONDS (after a 0.5 s warm-up)
