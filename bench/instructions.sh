@@ -9,10 +9,10 @@ export LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./build/?.so;;'
 out=$(mktemp /tmp/luvicorn-callgrind.XXXXXX)
 log=$(mktemp /tmp/luvicorn-callgrind-log.XXXXXX)
 port=$((20000 + RANDOM % 20000))
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" lua5.4 bin/luvicorn examples/hello.lua \
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" ${LUA_BIN:-lua5.4} ${LUVICORN:-bin/luvicorn} examples/hello.lua \
   --port "$port" --loop "$loop" --http "$http" --no-access-log --log-level warning >"$log" 2>&1 &
 pid=$!
-trap 'kill -9 $pid 2>/dev/null || true; rm -f "$out" "$log"' EXIT
+trap 'kill -9 $pid 2>/dev/null || true; rm -f "$log"; [ -n "${KEEP:-}" ] && cp "$out" "$KEEP"; rm -f "$out"' EXIT
 for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 python3 bench/keepalive_client.py "$port" 200 8 >/dev/null
 callgrind_control -i on "$pid" >/dev/null 2>&1

@@ -16,6 +16,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 enum Out {
     Int(i64),
     Bool(bool),
+    /// Bytes written, and whether that was all of them.
+    Written(i64, bool),
     /// The shared write request object.
     WriteReq,
     /// Part of a write was taken by the kernel: queue this rest through the full implementation.
@@ -126,6 +128,11 @@ unsafe fn run(l: *mut ffi::lua_State, f: impl FnOnce(&Core) -> Option<Out>) -> c
             Some(Out::Bool(b)) => {
                 ffi::lua_pushboolean(l, b as c_int);
                 1
+            }
+            Some(Out::Written(n, all)) => {
+                ffi::lua_pushinteger(l, n);
+                ffi::lua_pushboolean(l, all as c_int);
+                2
             }
             Some(Out::WriteReq) => {
                 ffi::lua_rawgeti(
@@ -242,16 +249,53 @@ unsafe extern "C-unwind" fn timer_start(l: *mut ffi::lua_State) -> c_int {
     }
 }
 
-unsafe fn write_impl(l: *mut ffi::lua_State, try_only: bool) -> c_int {
+/// The strings at stack indexes 2.. (try_writev's arguments), put in `out`; None when one is not a
+/// string or there are too many.
+unsafe fn arg_bufs(l: *mut ffi::lua_State, out: &mut [&[u8]; MAX_BUFS]) -> Option<usize> {
+    // SAFETY: the strings stay on the stack for the whole call.
+    unsafe {
+        let n = usize::try_from(ffi::lua_gettop(l) - 1).ok()?;
+        if n > MAX_BUFS {
+            return None;
+        }
+        for (i, slot) in out.iter_mut().enumerate().take(n) {
+            let idx = i as c_int + 2;
+            if ffi::lua_type(l, idx) != ffi::LUA_TSTRING {
+                return None;
+            }
+            let mut len = 0;
+            let p = ffi::lua_tolstring(l, idx, &mut len);
+            *slot = std::slice::from_raw_parts(p as *const u8, len);
+        }
+        Some(n)
+    }
+}
+
+/// How a fast write takes its strings and answers.
+#[derive(Clone, Copy, PartialEq)]
+enum WriteKind {
+    /// `write(stream, data)`: a queued rest, or the write request.
+    Write,
+    /// `try_write(stream, data)`: the bytes written.
+    Try,
+    /// `try_writev(stream, ...)`: the bytes written and whether that was all.
+    TryArgs,
+}
+
+unsafe fn write_impl(l: *mut ffi::lua_State, kind: WriteKind) -> c_int {
     // SAFETY: a fast path (see run).
     unsafe {
         run(l, |core| {
             let h = handle_at(l, 1, core).filter(|h| h.kind.is_stream())?;
-            if !try_only && ffi::lua_type(l, 3) > ffi::LUA_TNIL {
+            if kind == WriteKind::Write && ffi::lua_type(l, 3) > ffi::LUA_TNIL {
                 return None; // a callback: the full implementation keeps it
             }
             let mut store: [&[u8]; MAX_BUFS] = [&[]; MAX_BUFS];
-            let nbufs = bufs_at(l, 2, &mut store)?;
+            let nbufs = if kind == WriteKind::TryArgs {
+                arg_bufs(l, &mut store)?
+            } else {
+                bufs_at(l, 2, &mut store)?
+            };
             let bufs = &store[..nbufs];
             let total: usize = bufs.iter().map(|b| b.len()).sum();
             let mut st = core.st.try_borrow_mut().ok()?;
@@ -277,8 +321,10 @@ unsafe fn write_impl(l: *mut ffi::lua_State, try_only: bool) -> c_int {
                 sock.send_vectored_with_flags(slices, libc::MSG_NOSIGNAL)
                     .ok()?
             };
-            if try_only {
-                return Some(Out::Int(n as i64));
+            match kind {
+                WriteKind::Try => return Some(Out::Int(n as i64)),
+                WriteKind::TryArgs => return Some(Out::Written(n as i64, n == total)),
+                WriteKind::Write => {}
             }
             if n == total {
                 return Some(Out::WriteReq);
@@ -301,12 +347,17 @@ unsafe fn write_impl(l: *mut ffi::lua_State, try_only: bool) -> c_int {
 
 unsafe extern "C-unwind" fn write(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: a fast path (see write_impl).
-    unsafe { write_impl(l, false) }
+    unsafe { write_impl(l, WriteKind::Write) }
 }
 
 unsafe extern "C-unwind" fn try_write(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: a fast path (see write_impl).
-    unsafe { write_impl(l, true) }
+    unsafe { write_impl(l, WriteKind::Try) }
+}
+
+unsafe extern "C-unwind" fn try_writev(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: a fast path (see write_impl).
+    unsafe { write_impl(l, WriteKind::TryArgs) }
 }
 
 /// Module functions with a fast path.
@@ -321,6 +372,7 @@ const FAST: &[(&str, ffi::lua_CFunction)] = &[
     ("timer_stop", timer_stop),
     ("write", write),
     ("try_write", try_write),
+    ("try_writev", try_writev),
     ("http_parse_head", crate::http_parser::http_parse_head_fast),
     (
         "http_parse_request",

@@ -568,6 +568,40 @@ pub fn try_write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
     }
 }
 
+/// Extension: `try_write` over the strings given as arguments 2.., and a second result saying whether
+/// all of them went out. A response head and body go out in one system call with no Lua table or
+/// concatenated string made for them.
+pub fn try_writev(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.stream(1)?;
+    let bufs = (2..=a.count().max(2))
+        .map(|i| a.string(i))
+        .collect::<LuaResult<Vec<_>>>()?;
+    let total: usize = bufs.iter().map(|b| b.as_bytes().len()).sum();
+    let mut st = core.st()?;
+    let s = match writable(&mut st, h.id) {
+        Ok(s) => s,
+        Err(e) => return fail(lua, e),
+    };
+    let Some(sock) = &s.sock else {
+        return fail(lua, libc::EBADF);
+    };
+    if !s.wq.is_empty() {
+        return fail(lua, libc::EAGAIN);
+    }
+    if total == 0 {
+        return (0, true).into_lua_multi(lua);
+    }
+    match writev(sock, s.not_sock, &bufs, 0, 0, None) {
+        Ok(n) => (n as i64, n == total).into_lua_multi(lua),
+        Err(e) => {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                s.wr_ready = false;
+            }
+            fail(lua, errno_of(&e))
+        }
+    }
+}
+
 pub fn shutdown(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let (ud, h) = a.stream(1)?;
     let cb = a.opt_func(2)?;

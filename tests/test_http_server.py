@@ -364,6 +364,37 @@ class BackpressureTest(ServerTestCase):
         self.server.wait_line(r"APP: sent 3200$")
 
 
+class FullSocketBufferTest(ServerTestCase):
+    """Responses written while the client reads nothing: the socket takes part of a response, then none,
+    and the rest waits in the write queue. Every byte must still arrive, in order."""
+    count = 2000  # 32 MB of responses: more than the socket buffers hold
+
+    def setUp(self):
+        self.app = write_app(self, """
+            return function(scope, _, send)
+              if scope.type ~= "http" then error("no lifespan") end
+              local n = tonumber(scope.path:sub(2))
+              send({ type = "http.response.start", status = 200, headers = { { "x-n", tostring(n) } } })
+              send({ type = "http.response.body", body = string.rep(string.char(65 + n %% 26), 16000 + n %% 300) })
+              if n == %d then io.stderr:write("APP: answered all\\n") end
+            end
+        """ % (self.count - 1))
+        super().setUp()
+
+    def test_pipelined_responses_fill_the_socket_and_arrive_whole(self):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            s.settimeout(10)
+            s.connect(("127.0.0.1", self.server.port))
+            s.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(self.count)))
+            # the app has answered every request while nothing was read: most bytes wait in the queue
+            self.server.wait_line(r"APP: answered all$")
+            responses = read_responses(s, self.count)
+        for i, (status, headers, body) in enumerate(responses):
+            self.assertEqual((status, headers["x-n"]), (200, str(i)))
+            self.assertEqual(body, bytes([65 + i % 26]) * (16000 + i % 300))
+
+
 class ExtensionsTest(ServerTestCase):
     def setUp(self):
         fd, self.file = tempfile.mkstemp(prefix="luvicorn_pathsend_")

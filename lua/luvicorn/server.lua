@@ -46,6 +46,13 @@ end
 ---------------------------------------------------------------------------------------------------
 -- Transport: one per connection.
 
+-- Hands data to the loop's write queue (the socket did not take it now).
+local function queue(self, data)
+  local ok, err = self.stream:write(data, self.on_write)
+  if not ok then return self:abort(err) end
+  self.pending = self.pending + 1
+end
+
 function Conn:write(data)
   if self.closing then return end
   local stream = self.stream
@@ -69,9 +76,20 @@ function Conn:write(data)
       return self:abort(err)
     end
   end
-  local ok, err = stream:write(data, self.on_write)
-  if not ok then return self:abort(err) end
-  self.pending = self.pending + 1
+  return queue(self, data)
+end
+
+-- transport.writev (luvrs): the strings go to the socket in one system call, with no table or joined
+-- string made for them; the rare rest (a full socket buffer) is joined and queued as write() does.
+local function conn_writev(self, ...)
+  if self.closing then return end
+  if self.pending == 0 then
+    local n, all, code = self.uv_try_writev(self.stream, ...)
+    if all then return end
+    if n then return queue(self, sub(concat({ ... }), n + 1)) end
+    if code ~= "EAGAIN" then return self:abort(all) end -- all: the error message
+  end
+  return queue(self, concat({ ... }))
 end
 
 function Conn:get_write_queue_size()
@@ -153,6 +171,10 @@ function Server:on_connection(listener)
   local conn = setmetatable({ server = self, stream = stream, reading = true, uv_try_write = uv.try_write,
     uv_queue_size = uv.stream_get_write_queue_size, pending = 0 }, Conn)
   if uv.sendfile then conn.sendfile = conn_sendfile end
+  if uv.try_writev then
+    conn.writev = conn_writev
+    conn.uv_try_writev = uv.try_writev
+  end
   local proto = http.new(self.ctx, conn, client, listener.addr)
   conn.proto = proto
   conn.on_read = function(rerr, data)

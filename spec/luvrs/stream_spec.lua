@@ -610,6 +610,62 @@ describe("stream", function()
     end)
   end)
 
+  describe("luvrs extension: try_writev", function()
+    if H.impl ~= "luvrs" then
+      pending("uv.try_writev is a luvrs extension")
+      return
+    end
+
+    it("writes its string arguments in order and says whether all went out", function()
+      local a, b = connected_pair()
+      local got = {}
+      b:read_start(function(_, d) got[#got + 1] = d end)
+      assert.same({ 11, true }, { a:try_writev("hel", "lo", " ", "", "world") })
+      assert.same({ 3, true }, { uv.try_writev(a, "!", 42) }) -- a number counts as its string form
+      assert.same({ 0, true }, { a:try_writev("") })
+      H.run_until(function() return #table.concat(got) == 14 end)
+      assert.equal("hello world!42", table.concat(got))
+      close_all(a, b)
+    end)
+
+    it("on a full socket writes part or returns EAGAIN, and EAGAIN while writes are queued", function()
+      local a, b = connected_pair()
+      local chunk = string.rep("v", 65536)
+      local partial, res = false, nil
+      for _ = 1, 100000 do
+        local n, all, name = a:try_writev(chunk, chunk)
+        if not n then
+          res = { n, all, name }
+          break
+        end
+        if not all then
+          assert.is_true(n < 2 * #chunk)
+          partial = true
+        end
+      end
+      assert.is_true(partial, "the socket never took part of a write")
+      assert.same({ nil, "EAGAIN: resource temporarily unavailable", "EAGAIN" }, res)
+      close_all(a, b)
+
+      local c, d = connected_pair()
+      fill(c)
+      c:write("queued")
+      assert.same({ nil, "EAGAIN: resource temporarily unavailable", "EAGAIN" }, { c:try_writev("x") })
+      close_all(c, d)
+    end)
+
+    it("rejects what is not a stream or a string, naming the argument", function()
+      local a, b = connected_pair()
+      assert.has_error(function() uv.try_writev(1, "x") end,
+        "bad argument #1 to 'try_writev' (uv_stream_t expected, got number)")
+      assert.has_error(function() a:try_writev("x", {}) end,
+        "bad argument #3 to 'try_writev' (string expected, got table)")
+      local fresh = uv.new_tcp()
+      assert.same({ nil, "EBADF: bad file descriptor", "EBADF" }, { fresh:try_writev("x") })
+      close_all(a, b, fresh)
+    end)
+  end)
+
   describe("luvrs extension: sendfile", function()
     if H.impl ~= "luvrs" then
       pending("uv.sendfile is a luvrs extension")

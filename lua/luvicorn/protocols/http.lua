@@ -162,6 +162,10 @@ Cycle.__index = Cycle
 Cycle.__name = "luvicorn.HttpCycle"
 
 local stale_send -- defined with the cycle's send functions below
+-- The per-request path calls these as locals: a method call looks the name up in the object, misses,
+-- and goes through the metatable (a few hundred instructions per request in all).
+local process, start_request, resume, receive_event, send_event, cycle_start, cycle_body, build_head,
+  response_complete, app_done
 
 ---Creates the protocol of one connection.
 ---@param ctx table from M.context
@@ -184,7 +188,7 @@ function M.new(ctx, transport, client, server)
     trusted = trusted,
     buf = "",
     state = "head", -- head | body | wait | closed
-    cycle = nil, -- the request whose body is read / whose response is written
+    cycle = false, -- the request whose body is read / whose response is written
     processing = false,
     read_paused = false,
     want_drain = false,
@@ -203,7 +207,7 @@ end
 
 ---------------------------------------------------------------------------------------------------
 -- Coroutines: each request's app call runs in a coroutine from a pool. The body handles its own
--- completion and errors (xpcall, then Cycle:app_done), so any party may resume it.
+-- completion and errors (xpcall, then app_done), so any party may resume it.
 
 local pool, npool = {}, 0
 
@@ -214,18 +218,19 @@ local function worker(cycle)
   while true do
     local gen = cycle.gen
     local ok, err = xpcall(cycle.proto.ctx.app, traceback, cycle.scope, cycle.receive, cycle.send)
-    cycle:app_done(gen, ok, err)
+    app_done(cycle, gen, ok, err)
     npool = npool + 1
     pool[npool] = me
     repeat cycle = co_yield() until cycle == handoff and cycle
   end
 end
 
-function Protocol:resume(cycle, arg)
+function resume(self, cycle, arg)
   local ok, err = co_resume(cycle.co, arg)
   if not ok then self.ctx.log:error("Luvicorn request coroutine failed: " .. tostring(err)) end
-  if not self.processing and self.state ~= "closed" then self:process() end
+  if not self.processing and self.state ~= "closed" then process(self) end
 end
+Protocol.resume = resume
 
 ---------------------------------------------------------------------------------------------------
 -- Writing simple responses (rejections, 500, 503, 408).
@@ -307,7 +312,7 @@ function Protocol:data_received(data)
   if state == "closed" then return end
   local buf = self.buf
   if buf == "" then self.buf = data else self.buf = buf .. data end
-  self:process()
+  process(self)
 end
 
 -- An incomplete head: the head timeout runs from its first bytes.
@@ -318,7 +323,7 @@ local function head_pending(self, ctx)
   end
 end
 
-function Protocol:process()
+function process(self)
   if self.processing then return end
   self.processing = true
   local ctx = self.ctx
@@ -345,8 +350,9 @@ function Protocol:process()
           break
         end
         if consumed == #buf then self.buf = "" else self.buf = sub(buf, consumed + 1) end
-        self.deadline, self.deadline_kind = nil, nil
-        self:start_request(method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
+        -- false, not nil: a field set to nil and set again is re-inserted into the table's hash part
+        self.deadline, self.deadline_kind = false, false
+        start_request(self, method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
           trailers_ok, upgrade, proxied)
       else
         local consumed, method, target, minor, headers = ctx.parse_head(buf, ctx.max_head, ctx.max_headers)
@@ -355,8 +361,8 @@ function Protocol:process()
           break
         end
         if consumed == #buf then self.buf = "" else self.buf = sub(buf, consumed + 1) end
-        self.deadline, self.deadline_kind = nil, nil
-        self:start_request(method, target, minor, headers)
+        self.deadline, self.deadline_kind = false, false
+        start_request(self, method, target, minor, headers)
       end
     elseif state == "body" then
       if not self:read_body() then break end
@@ -367,6 +373,7 @@ function Protocol:process()
   self.processing = false
   update_reading(self)
 end
+Protocol.process = process
 
 local function connection_tokens(value, t)
   for tok in gmatch(lower(value), "[^,%s]+") do t[tok] = true end
@@ -406,8 +413,8 @@ function SCAN_ONLY.reject(_, status, reason) return false, status, reason end
 
 ---Starts a request from its parsed head. With the Lua parser the head's fields are checked here; a
 ---native `uv.http_parse_request` (luvrs) has done that already and passes the results in (raw_path on).
-function Protocol:start_request(method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive,
-                                expect, trailers_ok, upgrade, proxied)
+function start_request(self, method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive,
+                       expect, trailers_ok, upgrade, proxied)
   local ctx = self.ctx
   if not raw_path then
     local te, conn, host_n
@@ -571,11 +578,11 @@ function Protocol:start_request(method, target, minor, headers, raw_path, query,
     false, false, false, false, false
   cycle.receive = function()
     if cycle.gen ~= gen then return { type = "http.disconnect" } end
-    return cycle:receive_event()
+    return receive_event(cycle)
   end
   cycle.send = function(event)
     if cycle.gen ~= gen then return stale_send(event) end
-    return cycle:send_event(event)
+    return send_event(cycle, event)
   end
   self.cycle = cycle
   self.state = has_body and "body" or "wait"
@@ -596,9 +603,10 @@ function Protocol:start_request(method, target, minor, headers, raw_path, query,
   cycle.co = co
   ctx.active = ctx.active + 1
   handoff = cycle
-  self:resume(cycle, cycle)
+  resume(self, cycle, cycle)
   handoff = false
 end
+Protocol.start_request = start_request
 
 -- Hands the connection to the WebSocket protocol, which answers the handshake (or rejects it) itself.
 function Protocol:upgrade(ws, scope)
@@ -640,7 +648,7 @@ end
 local function body_complete(self, cycle)
   cycle.body_done = true
   if self.discard then
-    self.cycle = nil
+    self.cycle = false
     self.state = "head"
   else
     self.state = "wait"
@@ -818,7 +826,7 @@ end
 ---------------------------------------------------------------------------------------------------
 -- The request cycle: receive and send.
 
-function Cycle:receive_event()
+function receive_event(self)
   local proto = self.proto
   if self.expect_100 then
     self.expect_100 = false
@@ -874,7 +882,7 @@ function stale_send(event)
   bad("unknown event type " .. tostring(t), 2)
 end
 
-function Cycle:start(event)
+function cycle_start(self, event)
   if self.response_started then bad("http.response.start sent twice", 3) end
   local status = event.status
   if not STATUS_OK[status] then
@@ -929,7 +937,7 @@ function Cycle:start(event)
   self.hdrs = hdrs
   self.response_started = true
   self.status = status
-  self.cl = cl
+  self.cl = cl or false
   self.sent = 0
   self.no_body = self.scope.method == "HEAD" or status < 200 or status == 204 or status == 304
   self.want_trailers = event.trailers and self.trailers_ok or false
@@ -937,10 +945,14 @@ function Cycle:start(event)
   return true
 end
 
--- Finishes the head: framing headers chosen from what we know at the first body event. A small body
--- joins the head in the same string (one allocation, one write); the second result says so.
-function Cycle:build_head(first_len, final, body)
-  local framing, conn = "", ""
+-- The end of a head: the framing header chosen from what we know at the first body event, the
+-- connection header, the blank line. Returned as two strings the caller joins to the rest of the head
+-- (or hands to transport.writev with it): a third concatenation here would cost an interned string.
+local END = "\r\n"
+local CLOSE_END = "connection: close\r\n\r\n"
+local KEEP_ALIVE_END = "connection: keep-alive\r\n\r\n"
+function build_head(self, first_len, final)
+  local framing, tail = "", END
   if self.no_body then
     if self.scope.method == "HEAD" and not self.cl and final and first_len > 0 then framing = CL_LINE[first_len] end
   elseif self.cl then -- luacheck: ignore 542
@@ -954,19 +966,15 @@ function Cycle:build_head(first_len, final, body)
     self.keep_alive = false -- HTTP/1.0 streaming: the end of the connection ends the body
   end
   if not self.keep_alive then
-    if not self.app_connection then conn = "connection: close\r\n" end
+    if not self.app_connection then tail = CLOSE_END end
   elseif self.http_version == "1.0" and not self.app_connection then
-    conn = "connection: keep-alive\r\n"
+    tail = KEEP_ALIVE_END
   end
   self.head_sent = true
-  local status_line, prefix = STATUS_LINE[self.status], head_prefix(self.proto.ctx)
-  if body and first_len <= 16384 and not self.no_body and not self.chunked_out then
-    return status_line .. prefix .. self.hdrs .. framing .. conn .. "\r\n" .. body, true
-  end
-  return status_line .. prefix .. self.hdrs .. framing .. conn .. "\r\n", false
+  return framing, tail
 end
 
-function Cycle:body(event)
+function cycle_body(self, event)
   if not self.response_started then bad("http.response.body before http.response.start", 3) end
   if self.response_complete or self.body_finished then
     bad("http.response.body after the response completed", 3)
@@ -984,8 +992,8 @@ function Cycle:body(event)
   end
   local len = #body
   local proto = self.proto
-  local head, merged
-  if not self.head_sent then head, merged = self:build_head(len, not more, body) end
+  local framing, tail -- set when the head goes out with this event
+  if not self.head_sent then framing, tail = build_head(self, len, not more) end
   if not self.no_body then
     -- the body bytes sent: checked against content-length, and the access log's $bytes
     local sent = self.sent + len
@@ -1001,6 +1009,21 @@ function Cycle:body(event)
     end
   end
   local transport = proto.transport
+  local head
+  if framing then
+    local status_line, prefix, hdrs = STATUS_LINE[self.status], head_prefix(proto.ctx), self.hdrs
+    if self.no_body or self.chunked_out or len > 16384 then
+      head = status_line .. prefix .. hdrs .. framing .. tail
+    else
+      -- the usual response: head and body in one write, and with transport.writev no joined string
+      local writev = transport.writev
+      if writev then
+        writev(transport, status_line, prefix, hdrs, framing, tail, body)
+      else
+        transport:write(status_line .. prefix .. hdrs .. framing .. tail .. body)
+      end
+    end
+  end
   if self.no_body then
     if head then transport:write(head) end
   elseif self.chunked_out then
@@ -1017,8 +1040,8 @@ function Cycle:body(event)
       transport:write(last)
     end
   elseif head then
-    if merged or len == 0 then transport:write(head) else transport:write({ head, body }) end
-  elseif len > 0 then
+    transport:write({ head, body })
+  elseif len > 0 and not framing then
     transport:write(body)
   end
   if more then
@@ -1026,7 +1049,7 @@ function Cycle:body(event)
   elseif self.want_trailers then
     self.body_finished = true
   else
-    proto:response_complete(self)
+    response_complete(proto, self)
   end
   if self.disconnected then return nil, "disconnected" end
   return true
@@ -1037,7 +1060,7 @@ function Cycle:trailers(event)
   if not self.want_trailers then bad("http.response.trailers without trailers = true in the start event", 3) end
   if self.response_complete then bad("http.response.trailers after the response completed", 3) end
   if not self.head_sent then
-    local ok, err = self:body({ body = "", more_body = true })
+    local ok, err = cycle_body(self, { body = "", more_body = true })
     if not ok then return ok, err end
   end
   local headers = event.headers or {}
@@ -1062,7 +1085,7 @@ function Cycle:trailers(event)
   if self.chunked_out and n > 0 then self.proto.transport:write(concat(parts, "", 1, n)) end
   if not more then
     if self.chunked_out then self.proto.transport:write("\r\n") end
-    self.proto:response_complete(self)
+    response_complete(self.proto, self)
   end
   return true
 end
@@ -1086,7 +1109,8 @@ function Cycle:pathsend(event)
     bad("http.response.pathsend: content-length differs from the file size", 3)
   end
   self.want_trailers = false
-  local head = self:build_head(size, true, nil)
+  local framing, tail = build_head(self, size, true)
+  local head = STATUS_LINE[self.status] .. head_prefix(self.proto.ctx) .. self.hdrs .. framing .. tail
   local proto = self.proto
   local transport = proto.transport
   transport:write(head)
@@ -1123,22 +1147,22 @@ function Cycle:pathsend(event)
     return nil, "disconnected"
   end
   if not self.no_body then self.sent = size end
-  proto:response_complete(self)
+  response_complete(proto, self)
   return true
 end
 
-function Cycle:send_event(event)
+function send_event(self, event)
   if type(event) ~= "table" then bad("event must be a table", 2) end
   local t = event.type
-  if t == "http.response.body" then return self:body(event)
-  elseif t == "http.response.start" then return self:start(event)
+  if t == "http.response.body" then return cycle_body(self, event)
+  elseif t == "http.response.start" then return cycle_start(self, event)
   elseif t == "http.response.pathsend" then return self:pathsend(event)
   elseif t == "http.response.trailers" then return self:trailers(event)
   end
   bad("unknown event type " .. tostring(t), 2)
 end
 
-function Protocol:response_complete(cycle)
+function response_complete(self, cycle)
   cycle.response_complete = true
   local ctx = self.ctx
   if ctx.log.access_enabled then
@@ -1161,7 +1185,7 @@ function Protocol:response_complete(cycle)
     return
   end
   if cycle.body_done then
-    self.cycle = nil
+    self.cycle = false
     self.state = "head"
   elseif cycle.expect_100 or self.chunked or self.remaining > M.READ_BUFFER then
     -- the client waits for 100-continue, or too much body is left to read and drop: close instead
@@ -1173,10 +1197,10 @@ function Protocol:response_complete(cycle)
     self.deadline = ctx.clock() + ctx.head_ms
     self.deadline_kind = "body"
   end
-  if not self.processing then self:process() end
+  if not self.processing then process(self) end
 end
 
-function Cycle:app_done(gen, ok, err)
+function app_done(self, gen, ok, err)
   local proto = self.proto
   local ctx = proto.ctx
   ctx.active = ctx.active - 1
@@ -1215,7 +1239,7 @@ M.Cycle = Cycle
 ---upgrade|false, proxied`, or `false, status, reason`.
 function M.scan_request(target, minor, headers, max_body)
   SCAN_ONLY.ctx.max_body = max_body
-  return Protocol.start_request(SCAN_ONLY, nil, target, minor, headers)
+  return start_request(SCAN_ONLY, nil, target, minor, headers)
 end
 M.pool_size = function() return npool end
 

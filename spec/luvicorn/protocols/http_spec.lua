@@ -9,12 +9,20 @@ local ok_uv, uv = pcall(require, "luvrs")
 if not ok_uv then uv = nil end
 
 -- A transport that records what the protocol does.
-local function fake_transport()
-  local t = { out = {}, closed = false, aborted = false, paused = false, queue = 0, pauses = 0 }
+-- With `writev`, it also has the optional transport.writev (luvrs's try_writev) and counts its calls.
+local function fake_transport(writev)
+  local t = { out = {}, closed = false, aborted = false, paused = false, queue = 0, pauses = 0, writevs = 0 }
   function t.write(_, data)
     assert.is_false(t.closed, "write after close")
     if type(data) == "table" then data = table.concat(data) end
     t.out[#t.out + 1] = data
+  end
+  if writev then
+    function t.writev(self, ...)
+      for i = 1, select("#", ...) do assert.are.equal("string", type((select(i, ...)))) end
+      t.writevs = t.writevs + 1
+      self:write({ ... })
+    end
   end
   function t.close() t.closed = true end
   function t.abort() t.closed = true; t.aborted = true end
@@ -86,7 +94,7 @@ for _, impl in ipairs(parsers.available(uv)) do
       opts.time = function() return 1700000000 end
       opts.hrtime = function() return now * 1e6 end
       local ctx = http.context(opts)
-      local t = fake_transport()
+      local t = fake_transport(opts.writev)
       local p = http.new(ctx, t, { "127.0.0.1", 5000 }, { "127.0.0.1", 8000 })
       return p, t, ctx
     end
@@ -126,6 +134,33 @@ for _, impl in ipairs(parsers.available(uv)) do
       local p, t = make(hello)
       p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
       assert.are.equal(1, #t.out)
+    end)
+
+    it("gives a complete response to transport.writev when there is one, the same bytes as write", function()
+      local big = string.rep("b", 20000)
+      local app = function(scope, _, send)
+        local q = scope.query_string
+        local headers = { { "content-type", "text/plain" } }
+        if q == "cl" then headers[2] = { "content-length", "5" } end
+        send({ type = "http.response.start", status = q == "204" and 204 or 200, headers = headers })
+        if q == "stream" then send({ type = "http.response.body", body = "ab", more_body = true }) end
+        send({ type = "http.response.body", body = q == "big" and big or "hello" })
+      end
+      local requests = { "GET /?plain HTTP/1.1\r\nHost: x\r\n\r\n", "HEAD /?head HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /?204 HTTP/1.1\r\nHost: x\r\n\r\n", "GET /?cl HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /?stream HTTP/1.1\r\nHost: x\r\n\r\n", "GET /?big HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /?plain HTTP/1.0\r\n\r\n" }
+      local p1, t1 = make(app)
+      local p2, t2 = make(app, { writev = true })
+      for _, req in ipairs(requests) do
+        p1:data_received(req)
+        p2:data_received(req)
+      end
+      assert.are.equal(t1.text(), t2.text())
+      assert.are.equal(#requests, select(2, t2.text():gsub("HTTP/1%.1 %d%d%d ", "")))
+      -- plain, content-length and HTTP/1.0 go through writev; HEAD, 204, streamed and big ones do not
+      assert.are.equal(3, t2.writevs)
+      assert.are.equal(0, t1.writevs)
     end)
 
     it("builds the scope", function()
