@@ -9,7 +9,7 @@ export LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./build/?.so;;'
 out=$(mktemp /tmp/luvicorn-callgrind.XXXXXX)
 log=$(mktemp /tmp/luvicorn-callgrind-log.XXXXXX)
 port=$((20000 + RANDOM % 20000))
-valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" ${LUA_BIN:-lua5.4} ${LUVICORN:-bin/luvicorn} examples/hello.lua \
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" ${LUA_BIN:-lua5.4} ${LUVICORN:-bin/luvicorn} ${APP:-examples/hello.lua} \
   --port "$port" --loop "$loop" --http "$http" --no-access-log --log-level warning >"$log" 2>&1 &
 pid=$!
 trap 'kill -9 $pid 2>/dev/null || true; rm -f "$log"; [ -n "${KEEP:-}" ] && cp "$out" "$KEEP"; rm -f "$out"' EXIT

@@ -378,6 +378,10 @@ const FAST: &[(&str, ffi::lua_CFunction)] = &[
         "http_parse_request",
         crate::http_parser::http_parse_request_fast,
     ),
+    (
+        "http_response_headers",
+        crate::http_parser::http_response_headers_fast,
+    ),
 ];
 
 /// Puts the fast paths in the module table, each over the full implementation it replaces.

@@ -678,9 +678,224 @@ pub unsafe extern "C-unwind" fn http_parse_request_fast(l: *mut ffi::lua_State) 
     unsafe { parse_fast(l, true) }
 }
 
+/// What is wrong with a response header list: the header's index and the kind, which Luvicorn
+/// turns into the message its Lua twin raises.
+#[derive(Debug, PartialEq)]
+pub struct BadHeader(pub usize, pub &'static str);
+
+/// A response header list, checked: the header lines joined, the last content-length value, whether
+/// a connection header came and whether one of them says close.
+#[derive(Debug, Default, PartialEq)]
+pub struct ResponseHeaders<'a> {
+    pub lines: Vec<u8>,
+    pub content_length: Option<&'a [u8]>,
+    pub connection: bool,
+    pub close: bool,
+}
+
+/// Checks one header after the ones before it; `None` for a name or value that is not a string.
+pub fn add_response_header<'a>(
+    acc: &mut ResponseHeaders<'a>,
+    i: usize,
+    name: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+) -> Result<(), BadHeader> {
+    let name = name.ok_or(BadHeader(i, "pair"))?;
+    if name.is_empty() || !name.iter().all(|&c| is_tchar(c)) {
+        return Err(BadHeader(i, "name"));
+    }
+    let value = value.ok_or(BadHeader(i, "pair"))?;
+    if value.iter().any(|&c| c == b'\r' || c == b'\n' || c == 0) {
+        return Err(BadHeader(i, "value"));
+    }
+    if name.eq_ignore_ascii_case(b"content-length") {
+        if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+            return Err(BadHeader(i, "content-length"));
+        }
+        acc.content_length = Some(value);
+    } else if name.eq_ignore_ascii_case(b"connection") {
+        acc.connection = true;
+        acc.close |= value.windows(5).any(|w| w.eq_ignore_ascii_case(b"close"));
+    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        return Err(BadHeader(i, "transfer-encoding"));
+    }
+    acc.lines.extend_from_slice(name);
+    acc.lines.extend_from_slice(b": ");
+    acc.lines.extend_from_slice(value);
+    acc.lines.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// The string at `idx`, if it is one (numbers do not count: a header name or value must be a string).
+unsafe fn str_at<'a>(l: *mut ffi::lua_State, idx: c_int) -> Option<&'a [u8]> {
+    // SAFETY: the caller keeps the value reachable (in the header table) while the slice is used.
+    unsafe {
+        if ffi::lua_type(l, idx) != ffi::LUA_TSTRING {
+            return None;
+        }
+        let mut len = 0;
+        let p = ffi::lua_tolstring(l, idx, &mut len);
+        Some(std::slice::from_raw_parts(p as *const u8, len))
+    }
+}
+
+/// `uv.http_response_headers(headers)` through mlua: what the fast path leaves to it is an argument
+/// that is not a table, but it answers a table the same way.
+pub fn http_response_headers(lua: &Lua, _core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let LuaValue::Table(t) = a.get(1) else {
+        return Err(a.bad(1, "table"));
+    };
+    let bytes = |v: LuaValue| match v {
+        LuaValue::String(s) => Some(s.as_bytes().to_vec()),
+        _ => None,
+    };
+    let mut pairs = Vec::new();
+    for i in 1..=t.raw_len() {
+        pairs.push(match t.raw_get::<LuaValue>(i)? {
+            LuaValue::Table(p) => (bytes(p.raw_get(1)?), bytes(p.raw_get(2)?)),
+            _ => (None, None),
+        });
+    }
+    let mut acc = ResponseHeaders::default();
+    for (i, (n, v)) in pairs.iter().enumerate() {
+        if let Err(BadHeader(i, kind)) =
+            add_response_header(&mut acc, i + 1, n.as_deref(), v.as_deref())
+        {
+            return (false, i, kind).into_lua_multi(lua);
+        }
+    }
+    let cl = match acc.content_length {
+        Some(v) => lua
+            .create_string(v)?
+            .to_str()?
+            .parse::<i64>()
+            .map(LuaValue::Integer)
+            .unwrap_or_else(|_| {
+                LuaValue::Number(
+                    std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(f64::INFINITY),
+                )
+            }),
+        None => LuaValue::Boolean(false),
+    };
+    (
+        lua.create_string(&acc.lines[..])?,
+        cl,
+        acc.connection,
+        acc.close,
+    )
+        .into_lua_multi(lua)
+}
+
+/// The C function behind `uv.http_response_headers(headers)`: `lines, content_length|false,
+/// connection, close`, or `false, index, kind`.
+pub unsafe extern "C-unwind" fn http_response_headers_fast(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: argument 1 (the table) holds every pair table and so every string sliced, and no Lua
+    // code runs while the slices live; the joined lines are kept from dropping across the Lua calls
+    // that could raise (out of memory), so a raise only leaks.
+    unsafe {
+        if ffi::lua_type(l, 1) != ffi::LUA_TTABLE {
+            return crate::fast::fallback(l);
+        }
+        ffi::lua_settop(l, 1);
+        let n = ffi::lua_rawlen(l, 1);
+        let mut acc = ResponseHeaders {
+            lines: Vec::with_capacity(64 * n),
+            ..Default::default()
+        };
+        let mut bad = None;
+        for i in 1..=n {
+            let (name, value) = if ffi::lua_rawgeti(l, 1, i as ffi::lua_Integer) == ffi::LUA_TTABLE
+            {
+                ffi::lua_rawgeti(l, -1, 1);
+                ffi::lua_rawgeti(l, -2, 2);
+                let pair = (str_at(l, -2), str_at(l, -1));
+                ffi::lua_settop(l, 1);
+                pair
+            } else {
+                ffi::lua_settop(l, 1);
+                (None, None)
+            };
+            if let Err(e) = add_response_header(&mut acc, i, name, value) {
+                bad = Some(e);
+                break;
+            }
+        }
+        if let Some(BadHeader(i, kind)) = bad {
+            ffi::lua_pushboolean(l, 0);
+            ffi::lua_pushinteger(l, i as ffi::lua_Integer);
+            ffi::lua_pushlstring(l, kind.as_ptr().cast(), kind.len());
+            return 3;
+        }
+        let acc = std::mem::ManuallyDrop::new(acc);
+        let lines = &acc.lines[..];
+        ffi::lua_pushlstring(l, lines.as_ptr().cast(), lines.len());
+        match acc.content_length {
+            // as tonumber does: an integer, or a float past the integers
+            Some(v) => {
+                ffi::lua_pushlstring(l, v.as_ptr().cast(), v.len());
+                if ffi::lua_stringtonumber(l, ffi::lua_tolstring(l, -1, std::ptr::null_mut())) == 0
+                {
+                    ffi::lua_pushboolean(l, 0);
+                }
+                ffi::lua_replace(l, -2);
+            }
+            None => ffi::lua_pushboolean(l, 0),
+        }
+        ffi::lua_pushboolean(l, acc.connection as c_int);
+        ffi::lua_pushboolean(l, acc.close as c_int);
+        drop(std::mem::ManuallyDrop::into_inner(acc));
+        4
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checks_response_headers_as_luvicorn_does() {
+        let mut acc = ResponseHeaders::default();
+        let ok = [
+            (&b"Content-Type"[..], &b"text/plain"[..]),
+            (b"content-length", b"12"),
+            (b"CONNECTION", b"Keep-Alive, CLOSE"),
+            (b"x-e", b""),
+        ];
+        for (i, (n, v)) in ok.iter().enumerate() {
+            add_response_header(&mut acc, i + 1, Some(n), Some(v)).unwrap();
+        }
+        assert_eq!(
+            &acc.lines[..],
+            b"Content-Type: text/plain\r\ncontent-length: 12\r\nCONNECTION: Keep-Alive, CLOSE\r\nx-e: \r\n"
+        );
+        assert_eq!(acc.content_length, Some(&b"12"[..]));
+        assert!(acc.connection && acc.close);
+        let bad: &[(Option<&[u8]>, Option<&[u8]>, &str)] = &[
+            (None, Some(b"v"), "pair"),
+            (Some(b"a b"), Some(b"v"), "name"),
+            (Some(b""), Some(b"v"), "name"),
+            (Some(b"a"), None, "pair"),
+            (Some(b"a"), Some(b"x\r\ny"), "value"),
+            (Some(b"a"), Some(b"x\0"), "value"),
+            (Some(b"Content-Length"), Some(b"1x"), "content-length"),
+            (Some(b"content-length"), Some(b""), "content-length"),
+            (
+                Some(b"Transfer-Encoding"),
+                Some(b"chunked"),
+                "transfer-encoding",
+            ),
+        ];
+        for &(n, v, kind) in bad {
+            let mut acc = ResponseHeaders::default();
+            assert_eq!(
+                add_response_header(&mut acc, 7, n, v),
+                Err(BadHeader(7, kind))
+            );
+        }
+    }
 
     #[test]
     fn parses_a_simple_head() {

@@ -272,6 +272,7 @@ const FUNCTIONS: &[(&str, Fun)] = &[
     ("sendfile", stream::sendfile),
     ("http_parse_head", http_parser::http_parse_head),
     ("http_parse_request", http_parser::http_parse_request),
+    ("http_response_headers", http_parser::http_response_headers),
     ("new_deflate", deflate::new_deflate),
     ("new_inflate", deflate::new_inflate),
 ];

@@ -401,6 +401,7 @@ function Server:run()
     app = self.app,
     parse_head = parser.parse_head,
     parse_request = parser.parse_request,
+    response_headers = parser.response_headers,
     log = log,
     -- timeouts are checked once per tick anyway: a clock read per tick instead of per request
     clock = function() return self.now end,

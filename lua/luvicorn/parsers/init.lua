@@ -5,14 +5,17 @@ local M = {}
 
 local lua_parser = require("luvicorn.parsers.lua")
 
--- parse_request (when the module has it) is parse_head plus the protocol's field checks and target split.
+-- parse_request (when the module has it) is parse_head plus the protocol's field checks and target split;
+-- response_headers checks and joins a response's header list (the protocol's Lua loop otherwise).
 local function native(uv)
-  return { name = "native", parse_head = uv.http_parse_head, parse_request = uv.http_parse_request }
+  return { name = "native", parse_head = uv.http_parse_head, parse_request = uv.http_parse_request,
+    response_headers = uv.http_response_headers }
 end
 
 ---Every available implementation, the Lua one first (the specs run their cases over each).
 ---@param uv table|nil the loop module
----@return table[] list of `{ name = "lua"|"native", parse_head = fn, parse_request = fn|nil }`
+---@return table[] list of `{ name = "lua"|"native", parse_head = fn, parse_request = fn|nil,
+---response_headers = fn|nil }`
 function M.available(uv)
   local list = { lua_parser }
   if uv and uv.http_parse_head then list[2] = native(uv) end
@@ -23,7 +26,8 @@ end
 ---has no native parser (the real luv), and says so in the second result.
 ---@param which string "native"|"lua"
 ---@param uv table|nil the loop module
----@return table parser `{ name, parse_head, parse_request }` (parse_request: native only, may be nil)
+---@return table parser `{ name, parse_head, parse_request, response_headers }` (the last two: native only,
+---may be nil)
 ---@return string|nil note why the choice differs from the request
 function M.choose(which, uv)
   if which ~= "native" and which ~= "lua" then

@@ -93,8 +93,10 @@ function M.context(opts)
   if type(opts.parse_head) ~= "function" then
     error("luvicorn.protocols.http.context: argument 'opts.parse_head' must be a function", 2)
   end
-  if opts.parse_request ~= nil and type(opts.parse_request) ~= "function" then
-    error("luvicorn.protocols.http.context: argument 'opts.parse_request' must be a function or nil", 2)
+  for _, name in ipairs({ "parse_request", "response_headers" }) do
+    if opts[name] ~= nil and type(opts[name]) ~= "function" then
+      error("luvicorn.protocols.http.context: argument 'opts." .. name .. "' must be a function or nil", 2)
+    end
   end
   local extra = {}
   for i, h in ipairs(opts.headers or {}) do extra[i] = h[1] .. ": " .. h[2] .. "\r\n" end
@@ -105,6 +107,7 @@ function M.context(opts)
     app = opts.app,
     parse_head = opts.parse_head,
     parse_request = opts.parse_request or false, -- the head parser plus scan_request, in one native call
+    response_headers = opts.response_headers or false, -- native twin of cycle_start's header loop
     log = opts.log or logging.new({ level = "warning", access_log = false }),
     clock = opts.clock or function() return os.time() * 1000 end,
     time = opts.time or os.time,
@@ -882,6 +885,16 @@ function stale_send(event)
   bad("unknown event type " .. tostring(t), 2)
 end
 
+-- The message for what uv.http_response_headers found wrong with header `i`: the loop's below.
+local function header_error(headers, i, kind)
+  local h = headers[i]
+  if kind == "pair" then return format("header %d must be a pair of strings", i) end
+  if kind == "name" then return format("invalid header name %q", h[1]) end
+  if kind == "value" then return format("invalid value for header %q", h[1]) end
+  if kind == "content-length" then return "invalid content-length " .. h[2] end
+  return "transfer-encoding is chosen by the server"
+end
+
 function cycle_start(self, event)
   if self.response_started then bad("http.response.start sent twice", 3) end
   local status = event.status
@@ -895,44 +908,55 @@ function cycle_start(self, event)
   if headers == nil then headers = {} elseif type(headers) ~= "table" then
     bad("http.response.start 'headers' must be an array of {name, value} pairs", 3)
   end
-  -- the app's header lines as one string: a concatenation per header beats a parts table and its growth
   local hdrs = ""
   local cl
-  for i = 1, #headers do
-    local h = headers[i]
-    local name, value = h[1], h[2]
-    -- Names and short values seen before are known valid: the caches save the checks, which are
-    -- calls into C and cost more than the rest of the header's handling.
-    local lname = valid_names[name]
-    if not lname then
-      if type(name) ~= "string" then bad(format("header %d must be a pair of strings", i), 3) end
-      if not find(name, TOKEN) then bad(format("invalid header name %q", name), 3) end
-      lname = lower(name)
-      if nvalid < 1024 then
-        valid_names[name] = lname
-        nvalid = nvalid + 1
+  local native = self.proto.ctx.response_headers
+  if native then
+    -- luvrs: the same checks and the joined lines in one call (uv.http_response_headers)
+    local connection, close
+    hdrs, cl, connection, close = native(headers)
+    if not hdrs then bad(header_error(headers, cl, connection), 3) end
+    if close then self.keep_alive = false end
+    self.app_connection = connection
+  else
+    -- the app's header lines as one string: a concatenation per header beats a parts table and its growth
+    for i = 1, #headers do
+      local h = headers[i]
+      if type(h) ~= "table" then bad(format("header %d must be a pair of strings", i), 3) end
+      local name, value = h[1], h[2]
+      -- Names and short values seen before are known valid: the caches save the checks, which are
+      -- calls into C and cost more than the rest of the header's handling.
+      local lname = valid_names[name]
+      if not lname then
+        if type(name) ~= "string" then bad(format("header %d must be a pair of strings", i), 3) end
+        if not find(name, TOKEN) then bad(format("invalid header name %q", name), 3) end
+        lname = lower(name)
+        if nvalid < 1024 then
+          valid_names[name] = lname
+          nvalid = nvalid + 1
+        end
       end
-    end
-    if not valid_values[value] then
-      if type(value) ~= "string" then bad(format("header %d must be a pair of strings", i), 3) end
-      if find(value, "\r", 1, true) or find(value, "\n", 1, true) or find(value, "\0", 1, true) then
-        bad(format("invalid value for header %q", name), 3)
+      if not valid_values[value] then
+        if type(value) ~= "string" then bad(format("header %d must be a pair of strings", i), 3) end
+        if find(value, "\r", 1, true) or find(value, "\n", 1, true) or find(value, "\0", 1, true) then
+          bad(format("invalid value for header %q", name), 3)
+        end
+        if nvalues < 4096 and #value <= 256 then
+          valid_values[value] = true
+          nvalues = nvalues + 1
+        end
       end
-      if nvalues < 4096 and #value <= 256 then
-        valid_values[value] = true
-        nvalues = nvalues + 1
+      if lname == "content-length" then
+        if not find(value, "^%d+$") then bad("invalid content-length " .. value, 3) end
+        cl = tonumber(value)
+      elseif lname == "connection" then
+        if find(lower(value), "close", 1, true) then self.keep_alive = false end
+        self.app_connection = true
+      elseif lname == "transfer-encoding" then
+        bad("transfer-encoding is chosen by the server", 3)
       end
+      hdrs = hdrs .. name .. ": " .. value .. "\r\n"
     end
-    if lname == "content-length" then
-      if not find(value, "^%d+$") then bad("invalid content-length " .. value, 3) end
-      cl = tonumber(value)
-    elseif lname == "connection" then
-      if find(lower(value), "close", 1, true) then self.keep_alive = false end
-      self.app_connection = true
-    elseif lname == "transfer-encoding" then
-      bad("transfer-encoding is chosen by the server", 3)
-    end
-    hdrs = hdrs .. name .. ": " .. value .. "\r\n"
   end
   self.hdrs = hdrs
   self.response_started = true

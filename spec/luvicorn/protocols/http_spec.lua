@@ -89,6 +89,7 @@ for _, impl in ipairs(parsers.available(uv)) do
       opts.app = app
       opts.parse_head = impl.parse_head
       opts.parse_request = impl.parse_request
+      opts.response_headers = impl.response_headers
       opts.log = log
       opts.clock = function() return now end
       opts.time = function() return 1700000000 end
@@ -998,5 +999,71 @@ describe("http protocol proxy headers", function()
     assert.is_false(ok)
     assert.are.equal("--forwarded-allow-ips: invalid entry '10.0.0.0/40': the prefix length must be a number "
       .. "from 0 to 32", err)
+  end)
+end)
+
+describe("http protocol response headers: uv.http_response_headers and the Lua loop agree", function()
+  local native = uv and uv.http_response_headers
+  if not native then
+    pending("no native response-header check in this loop module")
+    return
+  end
+  local lua_parser = parsers.choose("lua")
+
+  -- What a start with `headers` leads to: the bytes written, or send's error without its position.
+  local function outcome(headers, use_native)
+    local t = fake_transport()
+    local result
+    local ctx = http.context({
+      app = function(_, _, send)
+        local ok, err = pcall(send, { type = "http.response.start", status = 200, headers = headers })
+        if not ok then
+          result = "error: " .. tostring(err):gsub("^[^:]*:%d+: ", "")
+          send({ type = "http.response.start", status = 500 })
+        end
+        send({ type = "http.response.body", body = "x" })
+      end,
+      parse_head = lua_parser.parse_head,
+      response_headers = use_native and native or nil,
+      log = logging.new({ level = "critical", access_log = false }),
+      clock = function() return 0 end, time = function() return 1700000000 end,
+    })
+    local p = http.new(ctx, t, { "127.0.0.1", 5000 }, { "127.0.0.1", 8000 })
+    p:data_received("GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    return result or t.text()
+  end
+
+  it("on hand-picked lists", function()
+    local cases = {
+      {}, { { "Content-Type", "text/plain" }, { "X-A", "" } },
+      { { "content-length", "1" } }, { { "Content-Length", "2" } },
+      { { "content-length", "1" }, { "content-length", "x" } },
+      { { "content-length", "99999999999999999999" } }, { { "content-length", "" } },
+      { { "Connection", "Keep-Alive, CLOSE" } }, { { "connection", "upgrade" } },
+      { { "transfer-encoding", "chunked" } }, { { "a b", "1" } }, { { "", "1" } }, { { "a", "1\r\n" } },
+      { { "a", "\0" } }, { { "a\n", "1" } }, { { 1, "x" } }, { { "x", 2 } }, { "xy" }, { { "x" } },
+    }
+    for i, headers in ipairs(cases) do
+      assert.are.equal(outcome(headers, false), outcome(headers, true), "case " .. i)
+    end
+  end)
+
+  it("on 3,000 random lists", function()
+    local names = { "content-length", "Content-Length", "connection", "CONNECTION", "transfer-encoding",
+      "x-a", "X-Tok!#$%&'*+-.^_`|~9", "a b", "a:b", "", "\195\169", "x\0y", "a\r" }
+    local values = { "", "0", "12", "007", "1 2", "-1", "close", "keep-alive, Close", "CLOSE", "upgrade",
+      "text/plain", "\t tab", "bad\r\n", "nul\0", "lf\n", "\255\254", ("v"):rep(300) }
+    math.randomseed(7)
+    for round = 1, 3000 do
+      local headers = {}
+      for i = 1, math.random(0, 4) do
+        local r = math.random(40)
+        if r == 1 then headers[i] = 5
+        elseif r == 2 then headers[i] = { names[math.random(#names)] }
+        elseif r == 3 then headers[i] = { true, "x" }
+        else headers[i] = { names[math.random(#names)], values[math.random(#values)] } end
+      end
+      assert.are.equal(outcome(headers, false), outcome(headers, true), "round " .. round)
+    end
   end)
 end)
