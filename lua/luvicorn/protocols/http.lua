@@ -198,7 +198,6 @@ function M.new(ctx, transport, client, server)
     -- a new connection has the head timeout from the start: a slow first head is slowloris too
     deadline = ctx.clock() + ctx.head_ms,
     deadline_kind = "head",
-    requests = 0,
     upgraded = false,
     spare = false, -- the cycle table, reused by each request
     client_str = false, -- "host:port" for the access log, made once
@@ -500,7 +499,6 @@ function start_request(self, method, target, minor, headers, raw_path, query, pa
 
   if ctx.shutting_down then keep_alive = false end
   ctx.total = ctx.total + 1
-  self.requests = self.requests + 1
   if ctx.limit_max_requests and ctx.total >= ctx.limit_max_requests then
     keep_alive = false
     if ctx.total == ctx.limit_max_requests and ctx.on_max_requests then ctx.on_max_requests() end
