@@ -424,7 +424,10 @@ pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
         metatables: RefCell::new(Vec::new()),
         write_req: std::cell::Cell::new(0),
         created: std::cell::Cell::new(0),
+        deliver: std::cell::OnceCell::new(),
     });
+    // The closure needs the core's final address, so it is made after the core.
+    let _ = core.deliver.set(event_loop::make_deliver(lua, &core)?);
 
     // Handles point at the core without owning it; one reference is kept for good so it outlives
     // every handle, however late Lua collects them.

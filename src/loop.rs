@@ -8,10 +8,12 @@ use crate::args::Args;
 use crate::error::{lua_text, misuse};
 use crate::handle::{Data, Kind, Slot};
 use mio::{Events, Poll, Token};
+use mlua::ffi;
 use mlua::prelude::*;
 use slab::Slab;
 use std::cell::{RefCell, RefMut};
 use std::collections::{BTreeMap, VecDeque};
+use std::os::raw::c_int;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +38,8 @@ pub struct Core {
     pub write_req: std::cell::Cell<i32>,
     /// Handles created so far (paces the collector steps in `handle::create`).
     pub created: std::cell::Cell<u32>,
+    /// `deliver_read` as a C closure over this core; set once, right after the core is made.
+    pub deliver: std::cell::OnceCell<LuaFunction>,
 }
 
 impl Core {
@@ -339,6 +343,83 @@ pub fn call<A: IntoLuaMulti>(core: &Core, f: &LuaFunction, args: A) -> LuaResult
     }
 }
 
+/// Calls a read callback as `cb(nil, data, rest...)`, `data` being the first `n` bytes of the
+/// loop's read buffer.
+///
+/// The Lua string is made by `deliver_read` inside the protected call rather than beforehand with
+/// `Lua::create_string`, which would need a protected call of its own (mlua's, several hundred
+/// instructions per read): a memory error while copying is caught by this call's `pcall` like any
+/// error of the callback, and goes to the handler or ends `run()` the same way.
+pub fn call_read<A: IntoLuaMulti>(
+    core: &Core,
+    cb: &LuaFunction,
+    n: usize,
+    rest: A,
+) -> LuaResult<()> {
+    let Some(deliver) = core.deliver.get() else {
+        return Err(misuse("luvrs: loop not initialised"));
+    };
+    call(core, deliver, (cb, n as LuaInteger, rest))
+}
+
+/// A closure over `core` that `call_read` calls with `(cb, n, rest...)`.
+pub fn make_deliver(lua: &Lua, core: &Core) -> LuaResult<LuaFunction> {
+    let core_ptr = LuaLightUserData(core as *const Core as *mut std::ffi::c_void);
+    // SAFETY: pushes a C closure over the light userdata exec_raw left on the stack.
+    unsafe { lua.exec_raw(core_ptr, |l| ffi::lua_pushcclosure(l, deliver_read, 1)) }
+}
+
+/// `deliver(cb, n, rest...)` calls `cb(nil, data, rest...)`, `data` being the first `n` bytes of
+/// `State::buf`.
+///
+/// The bytes are those the read put there even though the state was released before this call
+/// and Lua may have run since (a debug hook on the call, a finalizer in a collector step, the
+/// sender's address table of a datagram): only the read paths of `run()`'s I/O phase write the
+/// buffer, and `run()` cannot nest.
+unsafe extern "C-unwind" fn deliver_read(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: upvalue 1 is the core, which is never freed (see `luvrs()` in lib.rs), so the
+    // buffer, allocated once in `State::new` and never resized or replaced, outlives this call;
+    // the copy below stays inside it because `n` is checked against its length (Lua code can reach
+    // this function through the debug library, so its arguments are not trusted). The borrow of
+    // the state ends before the first call that can raise, so a longjmp out of this frame skips no
+    // destructor: from there on it holds only a pointer and integers. Lua's C-call guarantee
+    // (LUA_MINSTACK free slots) covers the one value pushed beyond the arguments.
+    unsafe {
+        let core = &*(ffi::lua_touserdata(l, ffi::lua_upvalueindex(1)) as *const Core);
+        let n = ffi::lua_tointegerx(l, 2, std::ptr::null_mut());
+        // The borrow must be gone before `raise`, whose longjmp would skip its release.
+        let src = match core.st.try_borrow() {
+            Ok(st) => usize::try_from(n)
+                .ok()
+                .and_then(|n| st.buf.get(..n))
+                .map(|b| (b.as_ptr(), b.len()))
+                .ok_or(c"luvrs: read length out of range"),
+            Err(_) => Err(c"luvrs: loop state is busy (re-entrant call)"),
+        };
+        let (ptr, len) = match src {
+            Ok(src) => src,
+            Err(msg) => return raise(l, msg),
+        };
+        let nargs = ffi::lua_gettop(l).max(2);
+        ffi::lua_settop(l, nargs);
+        ffi::lua_pushnil(l);
+        ffi::lua_replace(l, 2);
+        ffi::lua_pushlstring(l, ptr.cast(), len);
+        ffi::lua_insert(l, 3);
+        ffi::lua_call(l, nargs, 0);
+        0
+    }
+}
+
+/// Raises `msg` as a plain string error.
+unsafe fn raise(l: *mut ffi::lua_State, msg: &std::ffi::CStr) -> c_int {
+    // SAFETY: called from a C function with room for one more value on its stack.
+    unsafe {
+        ffi::lua_pushstring(l, msg.as_ptr());
+        ffi::lua_error(l)
+    }
+}
+
 pub fn run(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let mode = match a.opt_str(1)?.as_deref() {
         None | Some("default") => Mode::Default,
@@ -556,7 +637,7 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
         match id.1 {
             Kind::Udp => crate::udp::process(lua, core, id.0)?,
             Kind::Poll => crate::poll::process(core, id.0)?,
-            _ => crate::stream::process(lua, core, id.0)?,
+            _ => crate::stream::process(core, id.0)?,
         }
     }
     Ok(())

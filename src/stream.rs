@@ -3,7 +3,7 @@
 
 use crate::args::Args;
 use crate::error::{errno_of, fail, last_errno, name, ok0, Errno, UV_EOF};
-use crate::event_loop::{call, Core, State};
+use crate::event_loop::{call, call_read, Core, State};
 use crate::handle::Kind;
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
@@ -773,14 +773,15 @@ pub fn sendfile(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
 }
 
 enum ReadOutcome {
-    Data(LuaString),
+    /// This many bytes are at the start of `State::buf`.
+    Data(usize),
     Eof,
     Error(Errno),
 }
 
 /// The I/O phase's work for one ready stream: finish a connect, flush writes, shut down,
 /// accept connections, read. Each callback runs with the state released.
-pub fn process(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
+pub fn process(core: &Rc<Core>, id: usize) -> LuaResult<()> {
     let _keep = core.st()?.slots[id].ud.clone();
 
     // A connect in flight completes when the socket turns writable.
@@ -846,7 +847,7 @@ pub fn process(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
     }
 
     accept_ready(core, id)?;
-    read_ready(lua, core, id)
+    read_ready(core, id)
 }
 
 fn accept_ready(core: &Rc<Core>, id: usize) -> LuaResult<()> {
@@ -910,7 +911,7 @@ fn accept4(fd: RawFd) -> io::Result<Socket> {
     Ok(unsafe { Socket::from_raw_fd(c) })
 }
 
-fn read_ready(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
+fn read_ready(core: &Rc<Core>, id: usize) -> LuaResult<()> {
     for _ in 0..READS_PER_TURN {
         let (cb, outcome) = {
             let mut st = core.st()?;
@@ -951,7 +952,7 @@ fn read_ready(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
                     if n < buf.len() && !s.hup {
                         s.rd_ready = false;
                     }
-                    ReadOutcome::Data(lua.create_string(&buf[..n])?)
+                    ReadOutcome::Data(n)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     s.rd_ready = false;
@@ -978,7 +979,7 @@ fn read_ready(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
         };
         let Some(cb) = cb else { continue };
         match outcome {
-            ReadOutcome::Data(data) => call(core, &cb, (LuaValue::Nil, data))?,
+            ReadOutcome::Data(n) => call_read(core, &cb, n, ())?,
             ReadOutcome::Eof => call(core, &cb, ())?,
             ReadOutcome::Error(e) => {
                 call(core, &cb, if e == UV_EOF { "EOF" } else { name(e) })?;

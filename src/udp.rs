@@ -2,7 +2,7 @@
 
 use crate::args::Args;
 use crate::error::{errno_of, fail, name, ok0, Errno};
-use crate::event_loop::{call, Core, State};
+use crate::event_loop::{call, call_read, Core, State};
 use crate::handle::{create, id_of, Data, Kind};
 use crate::stream::write_bufs;
 use crate::tcp::{addr, addr_value, family};
@@ -536,7 +536,8 @@ pub fn udp_get_send_queue_count(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResu
 }
 
 enum Recv {
-    Datagram(LuaString, LuaTable, bool),
+    /// This many bytes at the start of `State::buf`, the sender, and whether it was truncated.
+    Datagram(usize, LuaTable, bool),
     Drained,
     Error(Errno),
 }
@@ -620,21 +621,20 @@ pub fn process(lua: &Lua, core: &Rc<Core>, id: usize) -> LuaResult<()> {
             } else {
                 let n = n as usize;
                 let partial = n > buf.len();
-                let data = lua.create_string(&buf[..n.min(buf.len())])?;
                 // SAFETY: recvfrom filled `from` with an address of `fromlen` bytes.
                 let sa = unsafe { SockAddr::new(from, fromlen) };
-                Recv::Datagram(data, addr_value(lua, &sa)?, partial)
+                Recv::Datagram(n.min(buf.len()), addr_value(lua, &sa)?, partial)
             };
             (u.recv_cb.clone(), r)
         };
         let Some(cb) = cb else { return Ok(()) };
         let flags = lua.create_table()?;
         match r {
-            Recv::Datagram(data, addr, partial) => {
+            Recv::Datagram(n, addr, partial) => {
                 if partial {
                     flags.set("partial", true)?;
                 }
-                call(core, &cb, (LuaValue::Nil, data, addr, flags))?;
+                call_read(core, &cb, n, (addr, flags))?;
             }
             // libuv tells the callback when a drain ends with nothing more to read.
             Recv::Drained => {

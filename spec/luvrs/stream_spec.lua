@@ -666,6 +666,43 @@ describe("stream", function()
     end)
   end)
 
+  describe("the function that delivers read data (luvrs)", function()
+    if H.impl ~= "luvrs" then
+      pending("luvrs's read callbacks are called through a function of its own; luv's are not")
+      return
+    end
+
+    -- Lua reaches it through the debug library while a read callback runs (its caller); it copies
+    -- from the loop's read buffer, so a length it did not choose must not read past the buffer,
+    -- and refusing one must not leave the loop unusable.
+    it("called from Lua, refuses lengths outside the read buffer and the loop goes on", function()
+      local a, b = connected_pair()
+      local results, got = {}, {}
+      b:read_start(function(_, data)
+        got[#got + 1] = data
+        if #got > 1 then return end
+        local deliver = debug.getinfo(2, "f").func
+        local function record(...) results.args = { ... } end
+        local function probe(...) return { pcall(deliver, record, ...) } end
+        results.huge = probe(2 ^ 40)
+        results.negative = probe(-1)
+        results.within = probe(3, "x")
+      end)
+      a:write("hello")
+      H.run_until(function() return #got > 0 end)
+      a:write("again")
+      H.run_until(function() return #got > 1 end)
+      assert.same({ "hello", "again" }, got)
+      assert.is_false(results.huge[1])
+      assert.matches("read length out of range", results.huge[2], 1, true)
+      assert.is_false(results.negative[1])
+      assert.matches("read length out of range", results.negative[2], 1, true)
+      assert.same({ true }, results.within)
+      assert.same({ nil, "hel", "x" }, results.args)
+      close_all(a, b)
+    end)
+  end)
+
   describe("luvrs extension: sendfile", function()
     if H.impl ~= "luvrs" then
       pending("uv.sendfile is a luvrs extension")
