@@ -873,7 +873,8 @@ mod tests {
         );
         assert_eq!(acc.content_length, Some(&b"12"[..]));
         assert!(acc.connection && acc.close);
-        let bad: &[(Option<&[u8]>, Option<&[u8]>, &str)] = &[
+        type Case = (Option<&'static [u8]>, Option<&'static [u8]>, &'static str);
+        let bad: &[Case] = &[
             (None, Some(b"v"), "pair"),
             (Some(b"a b"), Some(b"v"), "name"),
             (Some(b""), Some(b"v"), "name"),
