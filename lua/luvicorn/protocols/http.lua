@@ -12,6 +12,8 @@
 --- transport:get_write_queue_size()    bytes queued and not yet taken by the kernel
 --- transport.sendfile             optional: function(self, path, offset, length, cb(err)), the file goes
 ---                                 from disk to the socket without passing through Lua
+--- transport.writev               optional: function(self, ...), writes its string arguments as one
+---                                 write(table.concat({...})) would (luvrs: uv.try_writev)
 --- ```
 ---
 --- The transport calls `proto:drained()` when a write completes and `proto.want_drain` is set and the
