@@ -540,31 +540,45 @@ fn bytes_before(bufs: &[LuaString], idx: usize, off: usize) -> usize {
         + off
 }
 
-pub fn try_write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    let (_, h) = a.stream(1)?;
-    let bufs = write_bufs(a, 2)?;
+/// What `try_write` and `try_writev` share: the bytes the kernel takes now of `bufs`, or the failure
+/// triple (`EAGAIN` while writes are queued, to keep the byte order).
+fn try_write_bufs(
+    lua: &Lua,
+    core: &Rc<Core>,
+    id: usize,
+    bufs: &[LuaString],
+) -> LuaResult<Result<usize, LuaMultiValue>> {
     let mut st = core.st()?;
-    let s = match writable(&mut st, h.id) {
+    let s = match writable(&mut st, id) {
         Ok(s) => s,
-        Err(e) => return fail(lua, e),
+        Err(e) => return fail(lua, e).map(Err),
     };
     let Some(sock) = &s.sock else {
-        return fail(lua, libc::EBADF);
+        return fail(lua, libc::EBADF).map(Err);
     };
     if !s.wq.is_empty() {
-        return fail(lua, libc::EAGAIN);
+        return fail(lua, libc::EAGAIN).map(Err);
     }
     if bufs.iter().all(|b| b.as_bytes().is_empty()) {
-        return ok0(lua);
+        return Ok(Ok(0));
     }
-    match writev(sock, s.not_sock, &bufs, 0, 0, None) {
-        Ok(n) => (n as i64).into_lua_multi(lua),
+    match writev(sock, s.not_sock, bufs, 0, 0, None) {
+        Ok(n) => Ok(Ok(n)),
         Err(e) => {
             if e.kind() == io::ErrorKind::WouldBlock {
                 s.wr_ready = false;
             }
-            fail(lua, errno_of(&e))
+            fail(lua, errno_of(&e)).map(Err)
         }
+    }
+}
+
+pub fn try_write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (_, h) = a.stream(1)?;
+    let bufs = write_bufs(a, 2)?;
+    match try_write_bufs(lua, core, h.id, &bufs)? {
+        Ok(n) => (n as i64).into_lua_multi(lua),
+        Err(failure) => Ok(failure),
     }
 }
 
@@ -577,28 +591,9 @@ pub fn try_writev(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiVal
         .map(|i| a.string(i))
         .collect::<LuaResult<Vec<_>>>()?;
     let total: usize = bufs.iter().map(|b| b.as_bytes().len()).sum();
-    let mut st = core.st()?;
-    let s = match writable(&mut st, h.id) {
-        Ok(s) => s,
-        Err(e) => return fail(lua, e),
-    };
-    let Some(sock) = &s.sock else {
-        return fail(lua, libc::EBADF);
-    };
-    if !s.wq.is_empty() {
-        return fail(lua, libc::EAGAIN);
-    }
-    if total == 0 {
-        return (0, true).into_lua_multi(lua);
-    }
-    match writev(sock, s.not_sock, &bufs, 0, 0, None) {
+    match try_write_bufs(lua, core, h.id, &bufs)? {
         Ok(n) => (n as i64, n == total).into_lua_multi(lua),
-        Err(e) => {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                s.wr_ready = false;
-            }
-            fail(lua, errno_of(&e))
-        }
+        Err(failure) => Ok(failure),
     }
 }
 
