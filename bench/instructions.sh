@@ -2,6 +2,8 @@
 # instructions.sh LOOP HTTP [N]: user-space instructions per request of the Luvicorn hello server, counted
 # by callgrind over exactly N keep-alive requests (after 200 uncounted ones). Unlike CPU time, the count
 # does not move with what else the machine does; the kernel's share is left out.
+# Environment: LUA_BIN (interpreter, default lua5.4), APP (default examples/hello.lua), LUVICORN (launcher
+# script, default bin/luvicorn), KEEP (a path to keep the callgrind output at).
 set -eu
 cd "$(dirname "$0")/.."
 loop=$1 http=$2 n=${3:-10000}

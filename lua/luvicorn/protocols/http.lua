@@ -169,7 +169,7 @@ Cycle.__name = "luvicorn.HttpCycle"
 local stale_send -- defined with the cycle's send functions below
 -- The per-request path calls these as locals: a method call looks the name up in the object, misses,
 -- and goes through the metatable (a few hundred instructions per request in all).
-local process, start_request, resume, receive_event, send_event, cycle_start, cycle_body, build_head,
+local process, start_request, resume, receive_event, send_event, cycle_start, cycle_body, head_end,
   response_complete, app_done
 
 ---Creates the protocol of one connection.
@@ -234,7 +234,6 @@ function resume(self, cycle, arg)
   if not ok then self.ctx.log:error("Luvicorn request coroutine failed: " .. tostring(err)) end
   if not self.processing and self.state ~= "closed" then process(self) end
 end
-Protocol.resume = resume
 
 ---------------------------------------------------------------------------------------------------
 -- Writing simple responses (rejections, 500, 503, 408).
@@ -260,13 +259,13 @@ function Protocol:reject(status, reason)
     -- a response is already on the wire: no room for another one
     ctx.log:warning(format("Closing the connection: %d %s", status, reason))
     cycle.disconnected = true
-    if cycle.waiting then self:resume(cycle) end
+    if cycle.waiting then resume(self, cycle) end
     return self:abort()
   end
   self.transport:write(simple_response(ctx, status, reason))
   if cycle then
     cycle.disconnected = true
-    if cycle.waiting then self:resume(cycle) end
+    if cycle.waiting then resume(self, cycle) end
   end
   self:close()
 end
@@ -377,7 +376,6 @@ function process(self)
   self.processing = false
   update_reading(self)
 end
-Protocol.process = process
 
 local function connection_tokens(value, t)
   for tok in gmatch(lower(value), "[^,%s]+") do t[tok] = true end
@@ -409,7 +407,7 @@ local function proxy_fields(headers)
   return xfp, xff, fwd
 end
 
--- Probes Protocol.start_request for its Lua field checks alone (scan_request below). The checks stay
+-- Probes start_request for its Lua field checks alone (scan_request below). The checks stay
 -- inline in start_request: as a function of their own, called from process, they cost about 1,400 more
 -- instructions per request on the Lua parser's path (ten results passed back, then on).
 local SCAN_ONLY = { scan_only = true, ctx = { max_body = false } }
@@ -609,7 +607,6 @@ function start_request(self, method, target, minor, headers, raw_path, query, pa
   resume(self, cycle, cycle)
   handoff = false
 end
-Protocol.start_request = start_request
 
 -- Hands the connection to the WebSocket protocol, which answers the handshake (or rejects it) itself.
 function Protocol:upgrade(ws, scope)
@@ -737,7 +734,7 @@ function Protocol:read_body()
     end
     if self.state == "body" then self.buf = pos > len and "" or sub(buf, pos) end
   end
-  if got and cycle.waiting == "receive" then self:resume(cycle) end
+  if got and cycle.waiting == "receive" then resume(self, cycle) end
   return self.state ~= "body"
 end
 
@@ -754,7 +751,7 @@ function Protocol:eof_received()
   local cycle = self.cycle
   if state == "body" and cycle and not self.discard then
     cycle.disconnected = true
-    if cycle.waiting then self:resume(cycle) end
+    if cycle.waiting then resume(self, cycle) end
   end
   self:close()
 end
@@ -772,7 +769,7 @@ function Protocol:connection_lost(err)
   local cycle = self.cycle
   if cycle and not cycle.disconnected then
     cycle.disconnected = true
-    if cycle.waiting then self:resume(cycle) end
+    if cycle.waiting then resume(self, cycle) end
   end
 end
 
@@ -785,7 +782,7 @@ function Protocol:drained()
   end
   self.want_drain = false
   local cycle = self.cycle
-  if cycle and cycle.waiting == "send" then self:resume(cycle) end
+  if cycle and cycle.waiting == "send" then resume(self, cycle) end
 end
 
 ---Closes the connection when its deadline passed (keep-alive idle, or a request head too slow).
@@ -885,7 +882,7 @@ function stale_send(event)
   bad("unknown event type " .. tostring(t), 2)
 end
 
--- The message for what uv.http_response_headers found wrong with header `i`: the loop's below.
+-- The message for what is wrong with response header `i` (kind as uv.http_response_headers names it).
 local function header_error(headers, i, kind)
   local h = headers[i]
   if kind == "pair" then return format("header %d must be a pair of strings", i) end
@@ -922,14 +919,14 @@ function cycle_start(self, event)
     -- the app's header lines as one string: a concatenation per header beats a parts table and its growth
     for i = 1, #headers do
       local h = headers[i]
-      if type(h) ~= "table" then bad(format("header %d must be a pair of strings", i), 3) end
+      if type(h) ~= "table" then bad(header_error(headers, i, "pair"), 3) end
       local name, value = h[1], h[2]
       -- Names and short values seen before are known valid: the caches save the checks, which are
       -- calls into C and cost more than the rest of the header's handling.
       local lname = valid_names[name]
       if not lname then
-        if type(name) ~= "string" then bad(format("header %d must be a pair of strings", i), 3) end
-        if not find(name, TOKEN) then bad(format("invalid header name %q", name), 3) end
+        if type(name) ~= "string" then bad(header_error(headers, i, "pair"), 3) end
+        if not find(name, TOKEN) then bad(header_error(headers, i, "name"), 3) end
         lname = lower(name)
         if nvalid < 1024 then
           valid_names[name] = lname
@@ -937,9 +934,9 @@ function cycle_start(self, event)
         end
       end
       if not valid_values[value] then
-        if type(value) ~= "string" then bad(format("header %d must be a pair of strings", i), 3) end
+        if type(value) ~= "string" then bad(header_error(headers, i, "pair"), 3) end
         if find(value, "\r", 1, true) or find(value, "\n", 1, true) or find(value, "\0", 1, true) then
-          bad(format("invalid value for header %q", name), 3)
+          bad(header_error(headers, i, "value"), 3)
         end
         if nvalues < 4096 and #value <= 256 then
           valid_values[value] = true
@@ -947,13 +944,13 @@ function cycle_start(self, event)
         end
       end
       if lname == "content-length" then
-        if not find(value, "^%d+$") then bad("invalid content-length " .. value, 3) end
+        if not find(value, "^%d+$") then bad(header_error(headers, i, "content-length"), 3) end
         cl = tonumber(value)
       elseif lname == "connection" then
         if find(lower(value), "close", 1, true) then self.keep_alive = false end
         self.app_connection = true
       elseif lname == "transfer-encoding" then
-        bad("transfer-encoding is chosen by the server", 3)
+        bad(header_error(headers, i, "transfer-encoding"), 3)
       end
       hdrs = hdrs .. name .. ": " .. value .. "\r\n"
     end
@@ -972,10 +969,11 @@ end
 -- The end of a head: the framing header chosen from what we know at the first body event, the
 -- connection header, the blank line. Returned as two strings the caller joins to the rest of the head
 -- (or hands to transport.writev with it): a third concatenation here would cost an interned string.
+-- Marks the head sent.
 local END = "\r\n"
 local CLOSE_END = "connection: close\r\n\r\n"
 local KEEP_ALIVE_END = "connection: keep-alive\r\n\r\n"
-function build_head(self, first_len, final)
+function head_end(self, first_len, final)
   local framing, tail = "", END
   if self.no_body then
     if self.scope.method == "HEAD" and not self.cl and final and first_len > 0 then framing = CL_LINE[first_len] end
@@ -1017,7 +1015,7 @@ function cycle_body(self, event)
   local len = #body
   local proto = self.proto
   local framing, tail -- set when the head goes out with this event
-  if not self.head_sent then framing, tail = build_head(self, len, not more) end
+  if not self.head_sent then framing, tail = head_end(self, len, not more) end
   if not self.no_body then
     -- the body bytes sent: checked against content-length, and the access log's $bytes
     local sent = self.sent + len
@@ -1133,7 +1131,7 @@ function Cycle:pathsend(event)
     bad("http.response.pathsend: content-length differs from the file size", 3)
   end
   self.want_trailers = false
-  local framing, tail = build_head(self, size, true)
+  local framing, tail = head_end(self, size, true)
   local head = STATUS_LINE[self.status] .. head_prefix(self.proto.ctx) .. self.hdrs .. framing .. tail
   local proto = self.proto
   local transport = proto.transport
@@ -1145,7 +1143,7 @@ function Cycle:pathsend(event)
     local done, failure = false, nil
     transport:sendfile(path, 0, size, function(e)
       done, failure = true, e
-      if self.waiting == "send" then proto:resume(self) end
+      if self.waiting == "send" then resume(proto, self) end
     end)
     while not done and not self.disconnected do
       self.waiting = "send"
