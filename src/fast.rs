@@ -5,6 +5,7 @@
 
 use crate::event_loop::Core;
 use crate::handle::{HandleRef, Kind, RawHandle};
+use crate::stream::{Buf, WriteReq};
 use mlua::ffi;
 use mlua::prelude::*;
 use std::io::IoSlice;
@@ -16,8 +17,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 enum Out {
     Int(i64),
     Bool(bool),
-    /// Bytes written, and whether that was all of them.
-    Written(i64, bool),
     /// The shared write request object.
     WriteReq,
     /// Part of a write was taken by the kernel: queue this rest through the full implementation.
@@ -128,11 +127,6 @@ unsafe fn run(l: *mut ffi::lua_State, f: impl FnOnce(&Core) -> Option<Out>) -> c
             Some(Out::Bool(b)) => {
                 ffi::lua_pushboolean(l, b as c_int);
                 1
-            }
-            Some(Out::Written(n, all)) => {
-                ffi::lua_pushinteger(l, n);
-                ffi::lua_pushboolean(l, all as c_int);
-                2
             }
             Some(Out::WriteReq) => {
                 ffi::lua_rawgeti(
@@ -249,7 +243,7 @@ unsafe extern "C-unwind" fn timer_start(l: *mut ffi::lua_State) -> c_int {
     }
 }
 
-/// The strings at stack indexes 2.. (try_writev's arguments), put in `out`; None when one is not a
+/// The strings at stack indexes 2.. (write_batched's arguments), put in `out`; None when one is not a
 /// string or there are too many.
 unsafe fn arg_bufs(l: *mut ffi::lua_State, out: &mut [&[u8]; MAX_BUFS]) -> Option<usize> {
     // SAFETY: the strings stay on the stack for the whole call.
@@ -271,31 +265,17 @@ unsafe fn arg_bufs(l: *mut ffi::lua_State, out: &mut [&[u8]; MAX_BUFS]) -> Optio
     }
 }
 
-/// How a fast write takes its strings and answers.
-#[derive(Clone, Copy, PartialEq)]
-enum WriteKind {
-    /// `write(stream, data)`: a queued rest, or the write request.
-    Write,
-    /// `try_write(stream, data)`: the bytes written.
-    Try,
-    /// `try_writev(stream, ...)`: the bytes written and whether that was all.
-    TryArgs,
-}
-
-unsafe fn write_impl(l: *mut ffi::lua_State, kind: WriteKind) -> c_int {
+/// `write(stream, data)` without a callback, or `try_write(stream, data)` (`is_try`).
+unsafe fn write_impl(l: *mut ffi::lua_State, is_try: bool) -> c_int {
     // SAFETY: a fast path (see run).
     unsafe {
         run(l, |core| {
             let h = handle_at(l, 1, core).filter(|h| h.kind.is_stream())?;
-            if kind == WriteKind::Write && ffi::lua_type(l, 3) > ffi::LUA_TNIL {
+            if !is_try && ffi::lua_type(l, 3) > ffi::LUA_TNIL {
                 return None; // a callback: the full implementation keeps it
             }
             let mut store: [&[u8]; MAX_BUFS] = [&[]; MAX_BUFS];
-            let nbufs = if kind == WriteKind::TryArgs {
-                arg_bufs(l, &mut store)?
-            } else {
-                bufs_at(l, 2, &mut store)?
-            };
+            let nbufs = bufs_at(l, 2, &mut store)?;
             let bufs = &store[..nbufs];
             let total: usize = bufs.iter().map(|b| b.len()).sum();
             let mut st = core.st.try_borrow_mut().ok()?;
@@ -321,10 +301,8 @@ unsafe fn write_impl(l: *mut ffi::lua_State, kind: WriteKind) -> c_int {
                 sock.send_vectored_with_flags(slices, libc::MSG_NOSIGNAL)
                     .ok()?
             };
-            match kind {
-                WriteKind::Try => return Some(Out::Int(n as i64)),
-                WriteKind::TryArgs => return Some(Out::Written(n as i64, n == total)),
-                WriteKind::Write => {}
+            if is_try {
+                return Some(Out::Int(n as i64));
             }
             if n == total {
                 return Some(Out::WriteReq);
@@ -347,17 +325,82 @@ unsafe fn write_impl(l: *mut ffi::lua_State, kind: WriteKind) -> c_int {
 
 unsafe extern "C-unwind" fn write(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: a fast path (see write_impl).
-    unsafe { write_impl(l, WriteKind::Write) }
+    unsafe { write_impl(l, false) }
 }
 
 unsafe extern "C-unwind" fn try_write(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: a fast path (see write_impl).
-    unsafe { write_impl(l, WriteKind::Try) }
+    unsafe { write_impl(l, true) }
 }
 
-unsafe extern "C-unwind" fn try_writev(l: *mut ffi::lua_State) -> c_int {
-    // SAFETY: a fast path (see write_impl).
-    unsafe { write_impl(l, WriteKind::TryArgs) }
+/// The largest call whose strings `write_batched`'s fast path copies into the batch; a longer one
+/// goes to the full implementation, which keeps the Lua strings instead.
+const BATCH_COPY_MAX: usize = 64 * 1024;
+
+/// `write_batched(stream, ...)` while the loop runs: the strings are copied onto the stream's batch
+/// (a buffer reused from one batch to the next), with no request object and no Lua value kept.
+unsafe extern "C-unwind" fn write_batched(l: *mut ffi::lua_State) -> c_int {
+    // SAFETY: a fast path (see run).
+    unsafe {
+        run(l, |core| {
+            let h = handle_at(l, 1, core).filter(|h| h.kind.is_stream())?;
+            let mut store: [&[u8]; MAX_BUFS] = [&[]; MAX_BUFS];
+            let nbufs = arg_bufs(l, &mut store)?;
+            let bufs = &store[..nbufs];
+            let total: usize = bufs.iter().map(|b| b.len()).sum();
+            if total > BATCH_COPY_MAX {
+                return None;
+            }
+            let mut st = core.st.try_borrow_mut().ok()?;
+            if !st.running() {
+                return None;
+            }
+            let slot = st.slots.get_mut(h.id)?;
+            // No userdata held: the full implementation takes hold of it.
+            if slot.closing || slot.ud.is_none() {
+                return None;
+            }
+            let s = slot.stream();
+            if !s.writable || s.sock.is_none() {
+                return None;
+            }
+            if total == 0 {
+                return Some(Out::Int(s.wq_bytes as i64));
+            }
+            let fresh = !s.batch_open;
+            if fresh {
+                s.batch_open = true;
+                s.wq.push_back(WriteReq {
+                    bufs: match std::mem::take(&mut s.spare) {
+                        spare if spare.is_empty() => vec![Buf::Owned(Vec::with_capacity(total))],
+                        spare => spare,
+                    },
+                    idx: 0,
+                    off: 0,
+                    cb: None,
+                    file: None,
+                    send_fd: None,
+                });
+            }
+            let batch = s.wq.back_mut()?;
+            if !matches!(batch.bufs.last(), Some(Buf::Owned(_))) {
+                batch.bufs.push(Buf::Owned(Vec::with_capacity(total)));
+            }
+            if let Some(Buf::Owned(v)) = batch.bufs.last_mut() {
+                for b in bufs {
+                    v.extend_from_slice(b);
+                }
+            }
+            s.wq_bytes += total;
+            let q = s.wq_bytes as i64;
+            if fresh {
+                slot.reqs += 1;
+                st.alive_reqs += 1;
+                st.batched.push(h.id);
+            }
+            Some(Out::Int(q))
+        })
+    }
 }
 
 /// Module functions with a fast path.
@@ -372,7 +415,7 @@ const FAST: &[(&str, ffi::lua_CFunction)] = &[
     ("timer_stop", timer_stop),
     ("write", write),
     ("try_write", try_write),
-    ("try_writev", try_writev),
+    ("write_batched", write_batched),
     ("http_parse_head", crate::http_parser::http_parse_head_fast),
     (
         "http_parse_request",

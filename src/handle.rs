@@ -288,6 +288,7 @@ pub fn close(_lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> 
             describe(&st, h.id)
         )));
     }
+    crate::stream::send_before_close(&mut st, h.id);
     st.begin_close(h.id, ud, cb);
     Ok(LuaMultiValue::new())
 }

@@ -7,6 +7,7 @@
 use crate::args::Args;
 use crate::error::{lua_text, misuse};
 use crate::handle::{Data, Kind, Slot};
+use crate::stream::flush_batches;
 use mio::{Events, Poll, Token};
 use mlua::ffi;
 use mlua::prelude::*;
@@ -94,6 +95,8 @@ pub struct State {
     pub closing: Vec<usize>,
     /// Handles with readiness or work not yet handled (in `Stream::queued`).
     pub io_ready: VecDeque<usize>,
+    /// Streams with an open batch (`write_batched`), sent when the loop phase ends.
+    pub batched: Vec<usize>,
     start: Instant,
     pub now_ms: u64,
     pub stop_flag: bool,
@@ -127,6 +130,7 @@ impl State {
             pending: VecDeque::new(),
             closing: Vec::new(),
             io_ready: VecDeque::new(),
+            batched: Vec::new(),
             start: Instant::now(),
             now_ms: 0,
             stop_flag: false,
@@ -154,6 +158,11 @@ impl State {
     pub fn defer(&mut self, cb: LuaFunction, args: Vec<LuaValue>) {
         self.alive_reqs += 1;
         self.deferred.push_back((cb, args));
+    }
+
+    /// Inside `run()`: callbacks may be running.
+    pub fn running(&self) -> bool {
+        self.mode.is_some()
     }
 
     pub fn alive(&self) -> bool {
@@ -256,6 +265,7 @@ impl State {
             || !self.deferred.is_empty()
             || !self.closing.is_empty()
             || !self.io_ready.is_empty()
+            || !self.batched.is_empty()
             || !self.asyncs.is_empty()
         {
             return Some(0);
@@ -435,6 +445,9 @@ pub fn run(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
         st.mode = Some(mode);
     }
     let r = run_phases(lua, core, mode);
+    // A callback that raised may have left a batch: it goes out as the strings' writes would have.
+    let flushed = flush_batches(core);
+    let r = r.and_then(|alive| flushed.map(|()| alive));
     if let Ok(mut st) = core.st.try_borrow_mut() {
         st.mode = None;
         st.stop_flag = false;
@@ -456,9 +469,12 @@ fn run_phases(lua: &Lua, core: &Rc<Core>, mode: Mode) -> LuaResult<bool> {
             st.update_time();
         }
         crate::timer::run_timers(core)?;
+        flush_batches(core)?;
         let ran_pending = run_pending(core)?;
+        flush_batches(core)?;
         run_watchers(core, Kind::Idle)?;
         run_watchers(core, Kind::Prepare)?;
+        flush_batches(core)?;
         {
             let st = core.st()?;
             timeout = if (mode == Mode::Once && !ran_pending) || mode == Mode::Default {
@@ -468,11 +484,15 @@ fn run_phases(lua: &Lua, core: &Rc<Core>, mode: Mode) -> LuaResult<bool> {
             };
         }
         io_poll(lua, core, timeout)?;
+        flush_batches(core)?;
         run_watchers(core, Kind::Check)?;
+        flush_batches(core)?;
         run_closing(core)?;
+        flush_batches(core)?;
         if mode == Mode::Once {
             core.st()?.update_time();
             crate::timer::run_timers(core)?;
+            flush_batches(core)?;
         }
         alive = core.st()?.alive();
         if mode != Mode::Default {

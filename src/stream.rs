@@ -4,7 +4,7 @@
 use crate::args::Args;
 use crate::error::{errno_of, fail, last_errno, name, ok0, Errno, UV_EOF};
 use crate::event_loop::{call, call_read, Core, State};
-use crate::handle::Kind;
+use crate::handle::{Data, Kind};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use mlua::prelude::*;
@@ -20,11 +20,44 @@ const READS_PER_TURN: usize = 32;
 const ACCEPTS_PER_TURN: usize = 64;
 /// Buffers gathered into one writev.
 const IOV_PER_WRITE: usize = 64;
+/// The largest batch buffer a stream keeps for reuse.
+const SPARE_MAX: usize = 64 * 1024;
 
-/// One `write` call not yet fully handed to the kernel. The strings stay Lua strings: a 64 MiB
-/// write is not copied.
+/// A buffer of a write: a Lua string (a 64 MiB write is not copied), or bytes copied from small
+/// strings (a batch of `write_batched` calls).
+pub enum Buf {
+    Lua(LuaString),
+    Owned(Vec<u8>),
+}
+
+/// The bytes of a `Buf`, borrowed.
+pub enum Held<'a> {
+    Lua(mlua::BorrowedBytes<'a>),
+    Owned(&'a [u8]),
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Held::Lua(b) => b,
+            Held::Owned(b) => b,
+        }
+    }
+}
+
+impl Buf {
+    pub fn bytes(&self) -> Held<'_> {
+        match self {
+            Buf::Lua(s) => Held::Lua(s.as_bytes()),
+            Buf::Owned(v) => Held::Owned(v),
+        }
+    }
+}
+
+/// One `write` call (or one batch of `write_batched` calls) not yet fully handed to the kernel.
 pub struct WriteReq {
-    pub bufs: Vec<LuaString>,
+    pub bufs: Vec<Buf>,
     /// The first buffer not fully written, and how much of it was.
     pub idx: usize,
     pub off: usize,
@@ -70,6 +103,12 @@ pub struct Stream {
     pub connecting: Option<Option<LuaFunction>>,
     pub wq: VecDeque<WriteReq>,
     pub wq_bytes: usize,
+    /// The last request of `wq` is this loop phase's batch (`write_batched`), which later batched
+    /// strings join; it is in `State::batched` until the phase ends.
+    pub batch_open: bool,
+    /// The buffers of a sent batch (one owned buffer, emptied), kept for the next batch: a batch per
+    /// request should cost no malloc.
+    pub spare: Vec<Buf>,
     /// Some once `shutdown` was called until it is done, with its callback.
     pub shutdown_req: Option<Option<LuaFunction>>,
     /// An error from `bind` that libuv reports from `listen`/`connect` (EADDRINUSE).
@@ -317,15 +356,24 @@ pub fn write_bufs(a: &Args, i: usize) -> LuaResult<Vec<LuaString>> {
 fn writev(
     sock: &Socket,
     not_sock: bool,
-    bufs: &[LuaString],
+    bufs: &[Buf],
     idx: usize,
     off: usize,
     send_fd: Option<RawFd>,
 ) -> io::Result<usize> {
+    // One buffer (a batch, mostly): no vectors to build.
+    if let ([buf], None, false) = (&bufs[idx..], send_fd, not_sock) {
+        loop {
+            match sock.send_with_flags(&buf.bytes()[off..], libc::MSG_NOSIGNAL) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
     let held: Vec<_> = bufs[idx..]
         .iter()
         .take(IOV_PER_WRITE)
-        .map(|b| b.as_bytes())
+        .map(|b| b.bytes())
         .collect();
     let slices: Vec<IoSlice> = held
         .iter()
@@ -422,9 +470,9 @@ fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Res
 }
 
 /// Moves `(idx, off)` forward by `n` bytes; true when every buffer is written.
-fn advance(bufs: &[LuaString], idx: &mut usize, off: &mut usize, mut n: usize) -> bool {
+fn advance(bufs: &[Buf], idx: &mut usize, off: &mut usize, mut n: usize) -> bool {
     while *idx < bufs.len() {
-        let left = bufs[*idx].as_bytes().len() - *off;
+        let left = bufs[*idx].bytes().len() - *off;
         if n < left {
             *off += n;
             return false;
@@ -479,7 +527,7 @@ fn write_impl(
     mut send_fd: Option<OwnedFd>,
 ) -> LuaResult<LuaMultiValue> {
     let (ud, h) = a.stream(1)?;
-    let bufs = write_bufs(a, 2)?;
+    let bufs: Vec<Buf> = write_bufs(a, 2)?.into_iter().map(Buf::Lua).collect();
     let mut st = core.st()?;
     let s = match writable(&mut st, h.id) {
         Ok(s) => s,
@@ -488,9 +536,10 @@ fn write_impl(
     let Some(sock) = &s.sock else {
         return fail(lua, libc::EBADF);
     };
-    let total: usize = bufs.iter().map(|b| b.as_bytes().len()).sum();
+    let total: usize = bufs.iter().map(|b| b.bytes().len()).sum();
     let (mut idx, mut off, mut err) = (0, 0, None);
-    let mut done = total == 0 && send_fd.is_none();
+    // An empty write still waits its turn behind queued ones (its callback says they went out).
+    let mut done = total == 0 && send_fd.is_none() && s.wq.is_empty();
     if !done && s.wq.is_empty() {
         let fd = send_fd.as_ref().map(|f| f.as_raw_fd());
         match writev(sock, s.not_sock, &bufs, 0, 0, fd) {
@@ -518,8 +567,10 @@ fn write_impl(
     } else {
         let queued: usize = total - bytes_before(&bufs, idx, off);
         s.wq_bytes += queued;
+        s.batch_open = false;
         s.wq.push_back(WriteReq {
-            bufs,
+            // No buffers for an empty write: the queue ends it when it comes to it, with no writev.
+            bufs: if total == 0 { Vec::new() } else { bufs },
             idx,
             off,
             cb,
@@ -532,69 +583,95 @@ fn write_impl(
     Ok(LuaMultiValue::from_vec(vec![req]))
 }
 
-fn bytes_before(bufs: &[LuaString], idx: usize, off: usize) -> usize {
-    bufs[..idx]
-        .iter()
-        .map(|b| b.as_bytes().len())
-        .sum::<usize>()
-        + off
-}
-
-/// What `try_write` and `try_writev` share: the bytes the kernel takes now of `bufs`, or the failure
-/// triple (`EAGAIN` while writes are queued, to keep the byte order).
-fn try_write_bufs(
-    lua: &Lua,
-    core: &Rc<Core>,
-    id: usize,
-    bufs: &[LuaString],
-) -> LuaResult<Result<usize, LuaMultiValue>> {
-    let mut st = core.st()?;
-    let s = match writable(&mut st, id) {
-        Ok(s) => s,
-        Err(e) => return fail(lua, e).map(Err),
-    };
-    let Some(sock) = &s.sock else {
-        return fail(lua, libc::EBADF).map(Err);
-    };
-    if !s.wq.is_empty() {
-        return fail(lua, libc::EAGAIN).map(Err);
-    }
-    if bufs.iter().all(|b| b.as_bytes().is_empty()) {
-        return Ok(Ok(0));
-    }
-    match writev(sock, s.not_sock, bufs, 0, 0, None) {
-        Ok(n) => Ok(Ok(n)),
-        Err(e) => {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                s.wr_ready = false;
-            }
-            fail(lua, errno_of(&e)).map(Err)
-        }
-    }
+fn bytes_before(bufs: &[Buf], idx: usize, off: usize) -> usize {
+    bufs[..idx].iter().map(|b| b.bytes().len()).sum::<usize>() + off
 }
 
 pub fn try_write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let (_, h) = a.stream(1)?;
-    let bufs = write_bufs(a, 2)?;
-    match try_write_bufs(lua, core, h.id, &bufs)? {
+    let bufs: Vec<Buf> = write_bufs(a, 2)?.into_iter().map(Buf::Lua).collect();
+    let mut st = core.st()?;
+    let s = match writable(&mut st, h.id) {
+        Ok(s) => s,
+        Err(e) => return fail(lua, e),
+    };
+    let Some(sock) = &s.sock else {
+        return fail(lua, libc::EBADF);
+    };
+    // Queued writes go first: EAGAIN keeps the byte order.
+    if !s.wq.is_empty() {
+        return fail(lua, libc::EAGAIN);
+    }
+    if bufs.iter().all(|b| b.bytes().is_empty()) {
+        return 0.into_lua_multi(lua);
+    }
+    match writev(sock, s.not_sock, &bufs, 0, 0, None) {
         Ok(n) => (n as i64).into_lua_multi(lua),
-        Err(failure) => Ok(failure),
+        Err(e) => {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                s.wr_ready = false;
+            }
+            fail(lua, errno_of(&e))
+        }
     }
 }
 
-/// Extension: `try_write` over the strings given as arguments 2.., and a second result saying whether
-/// all of them went out. A response head and body go out in one system call with no Lua table or
-/// concatenated string made for them.
-pub fn try_writev(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
-    let (_, h) = a.stream(1)?;
+/// Extension: queues the strings given as arguments 2.. without a request or callback, as part of
+/// this loop phase's batch for the stream. When the phase ends, the loop hands each stream's batch
+/// to the kernel in one system call, all streams' batches one after the other. Outside `run()` the
+/// strings are written at once. Returns the stream's write queue size.
+pub fn write_batched(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
+    let (ud, h) = a.stream(1)?;
     let bufs = (2..=a.count().max(2))
-        .map(|i| a.string(i))
+        .map(|i| a.string(i).map(Buf::Lua))
         .collect::<LuaResult<Vec<_>>>()?;
-    let total: usize = bufs.iter().map(|b| b.as_bytes().len()).sum();
-    match try_write_bufs(lua, core, h.id, &bufs)? {
-        Ok(n) => (n as i64, n == total).into_lua_multi(lua),
-        Err(failure) => Ok(failure),
+    let mut st = core.st()?;
+    let running = st.running();
+    let s = match writable(&mut st, h.id) {
+        Ok(s) => s,
+        Err(e) => return fail(lua, e),
+    };
+    let Some(sock) = &s.sock else {
+        return fail(lua, libc::EBADF);
+    };
+    let total: usize = bufs.iter().map(|b| b.bytes().len()).sum();
+    if total == 0 {
+        return (s.wq_bytes as i64).into_lua_multi(lua);
     }
+    let (mut idx, mut off) = (0, 0);
+    if !running && s.wq.is_empty() {
+        match writev(sock, s.not_sock, &bufs, 0, 0, None) {
+            Ok(n) => {
+                if advance(&bufs, &mut idx, &mut off, n) {
+                    return 0.into_lua_multi(lua);
+                }
+                s.wr_ready = false;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.wr_ready = false,
+            Err(e) => return fail(lua, errno_of(&e)),
+        }
+    }
+    s.wq_bytes += total - bytes_before(&bufs, idx, off);
+    let q = s.wq_bytes;
+    match s.wq.back_mut().filter(|_| s.batch_open) {
+        Some(batch) => batch.bufs.extend(bufs),
+        None => {
+            s.batch_open = running;
+            s.wq.push_back(WriteReq {
+                bufs,
+                idx,
+                off,
+                cb: None,
+                file: None,
+                send_fd: None,
+            });
+            st.req_start(h.id, ud);
+            if running {
+                st.batched.push(h.id);
+            }
+        }
+    }
+    (q as i64).into_lua_multi(lua)
 }
 
 pub fn shutdown(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
@@ -634,10 +711,11 @@ pub fn write_queue_size(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMu
     (n as i64).into_lua_multi(lua)
 }
 
-/// Hands queued writes to the kernel; returns the requests that finished, with their result.
-fn flush(s: &mut Stream) -> Vec<Done> {
-    let mut done = Vec::new();
-    let Some(sock) = &s.sock else { return done };
+/// Hands queued writes to the kernel. Returns how many requests finished; those with a callback
+/// are added to `done` with their result.
+fn flush(s: &mut Stream, done: &mut Vec<Done>) -> usize {
+    let mut finished = 0;
+    let Some(sock) = &s.sock else { return 0 };
     while let Some(req) = s.wq.front_mut() {
         let r = if req.idx < req.bufs.len() || req.send_fd.is_some() {
             let fd = req.send_fd.as_ref().map(|f| f.as_raw_fd());
@@ -655,9 +733,19 @@ fn flush(s: &mut Stream) -> Vec<Done> {
                 n == 0 && f.left > 0
             })
         } else {
-            let req = s.wq.pop_front().expect("front exists");
-            let sent = req.file.map(|f| f.sent as i64);
-            done.push((req.cb, None, sent));
+            let mut req = s.wq.pop_front().expect("front exists");
+            if s.wq.is_empty() {
+                s.batch_open = false;
+            }
+            finished += 1;
+            if req.cb.is_some() {
+                done.push((req.cb, None, req.file.map(|f| f.sent as i64)));
+            } else if let [Buf::Owned(v)] = &mut req.bufs[..] {
+                if v.capacity() <= SPARE_MAX {
+                    v.clear();
+                    s.spare = req.bufs;
+                }
+            }
             continue;
         };
         match r {
@@ -673,15 +761,18 @@ fn flush(s: &mut Stream) -> Vec<Done> {
             Err(e) => {
                 let code = errno_of(&e);
                 s.wq_bytes = 0;
+                s.batch_open = false;
+                finished += s.wq.len();
                 done.extend(
                     s.wq.drain(..)
+                        .filter(|r| r.cb.is_some())
                         .map(|r| (r.cb, Some(code), r.file.map(|f| f.sent as i64))),
                 );
                 break;
             }
         }
     }
-    done
+    finished
 }
 
 /// One sendfile(2) call; a file that ends early ends the request.
@@ -748,6 +839,7 @@ pub fn sendfile(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue
         Err(e) => return fail(lua, e),
     };
     s.wq_bytes += left;
+    s.batch_open = false;
     s.wq.push_back(WriteReq {
         bufs: Vec::new(),
         idx: 0,
@@ -803,10 +895,11 @@ pub fn process(core: &Rc<Core>, id: usize) -> LuaResult<()> {
             return Ok(());
         }
         let s = st.slots[id].stream();
-        let written = if s.wr_ready && !s.wq.is_empty() {
-            flush(s)
+        let mut written = Vec::new();
+        let finished = if s.wr_ready && !s.wq.is_empty() {
+            flush(s, &mut written)
         } else {
-            Vec::new()
+            0
         };
         let shut = if s.wq.is_empty() && s.connecting.is_none() {
             s.shutdown_req.take().map(|cb| {
@@ -824,7 +917,7 @@ pub fn process(core: &Rc<Core>, id: usize) -> LuaResult<()> {
         } else {
             None
         };
-        for _ in 0..written.len() {
+        for _ in 0..finished {
             st.req_done(id);
         }
         if shut.is_some() {
@@ -843,6 +936,80 @@ pub fn process(core: &Rc<Core>, id: usize) -> LuaResult<()> {
 
     accept_ready(core, id)?;
     read_ready(core, id)
+}
+
+/// Ends the loop phase's batches (`write_batched`): each stream's batch goes to the kernel in one
+/// system call, the streams one after the other, and the callbacks of writes this finishes run.
+/// Sending them together rather than as each callback makes them means a peer process that sleeps is
+/// woken once for many responses, not once for each: under load that is most of the kernel's time.
+pub fn flush_batches(core: &Rc<Core>) -> LuaResult<()> {
+    let mut ids = {
+        let mut st = core.st()?;
+        if st.batched.is_empty() {
+            return Ok(());
+        }
+        std::mem::take(&mut st.batched)
+    };
+    let mut done = Vec::new();
+    for (i, &id) in ids.iter().enumerate() {
+        let _keep = {
+            let mut st = core.st()?;
+            let Some(slot) = st.slots.get_mut(id) else {
+                continue;
+            };
+            if slot.closing {
+                continue;
+            }
+            let keep = slot.ud.clone();
+            let Data::Stream(s) = &mut slot.data else {
+                continue;
+            };
+            s.batch_open = false;
+            // Not writable now: the writable event flushes the queue.
+            let finished = if s.wr_ready { flush(s, &mut done) } else { 0 };
+            for _ in 0..finished {
+                st.req_done(id);
+            }
+            keep
+        };
+        for (cb, err, sent) in done.drain(..) {
+            if let Some(cb) = cb {
+                let r = match sent {
+                    Some(n) => call(core, &cb, (err.map(name), n)),
+                    None => call(core, &cb, err.map(name)),
+                };
+                if r.is_err() {
+                    // The streams not reached yet keep their batches for the next phase's end: no
+                    // writable event would come for them.
+                    core.st()?.batched.extend_from_slice(&ids[i + 1..]);
+                    return r;
+                }
+            }
+        }
+    }
+    // The list's allocation is kept for the next phase.
+    ids.clear();
+    let mut st = core.st()?;
+    if st.batched.is_empty() {
+        st.batched = ids;
+    }
+    Ok(())
+}
+
+/// Before a stream closes: when every queued write is callback-less (batched strings, writes made
+/// without a callback), they go out as far as the kernel takes them now, as immediate writes would
+/// have sent them. What is left is dropped with the handle.
+pub fn send_before_close(st: &mut State, id: usize) {
+    let Data::Stream(s) = &mut st.slots[id].data else {
+        return;
+    };
+    if !s.wr_ready || s.wq.is_empty() || s.wq.iter().any(|r| r.cb.is_some()) {
+        return;
+    }
+    let finished = flush(s, &mut Vec::new());
+    for _ in 0..finished {
+        st.req_done(id);
+    }
 }
 
 fn accept_ready(core: &Rc<Core>, id: usize) -> LuaResult<()> {

@@ -10,7 +10,7 @@ local lifespan_mod = require("luvicorn.lifespan")
 local loop_choice = require("luvicorn.loop_choice")
 local binds = require("luvicorn.binds")
 
-local concat, sub, type, pairs = table.concat, string.sub, type, pairs
+local concat, sub, type, pairs, unpack = table.concat, string.sub, type, pairs, table.unpack
 
 local Server = {}
 Server.__index = Server
@@ -79,22 +79,40 @@ function Conn:write(data)
   return queue(self, data)
 end
 
--- transport.writev (luvrs): the strings go to the socket in one system call, with no table or joined
--- string made for them; the rare rest (a full socket buffer) is joined and queued as write() does.
-local function conn_writev(self, ...)
+-- luvrs: uv.write_batched holds the strings until the loop phase ends, then sends each connection's
+-- held bytes in one system call, all connections' one after the other, so that a client process is
+-- woken once for many responses. The loop keeps the queue and its order, so no pending count is kept
+-- here. Both write(data) and writev(...).
+local function conn_write_batched(self, data, ...)
   if self.closing then return end
-  if self.pending == 0 then
-    local n, all, code = self.uv_try_writev(self.stream, ...)
-    if all then return end
-    if n then return queue(self, sub(concat({ ... }), n + 1)) end
-    if code ~= "EAGAIN" then return self:abort(all) end -- all: the error message
+  local q, err
+  if type(data) == "table" then
+    q, err = self.uv_write_batched(self.stream, unpack(data))
+  else
+    q, err = self.uv_write_batched(self.stream, data, ...)
   end
-  return queue(self, concat({ ... }))
+  if not q then return self:abort(err) end
 end
 
 function Conn:get_write_queue_size()
-  if self.closing or self.pending == 0 then return 0 end
-  return self.uv_queue_size(self.stream)
+  if self.closing then return 0 end
+  if not self.uv_write_batched then
+    if self.pending == 0 then return 0 end
+    return self.uv_queue_size(self.stream)
+  end
+  local q = self.uv_queue_size(self.stream)
+  -- Whoever asks may wait for the queue to drain: the callback of an empty write queued behind the
+  -- rest says when it has (batched writes have no callback).
+  if q > http.LOW_WATER and self.pending == 0 then
+    self.pending = 1
+    local ok, err = self.stream:write("", self.on_write)
+    if not ok then
+      self.pending = 0
+      self:abort(err)
+      return 0
+    end
+  end
+  return q
 end
 
 function Conn:pause_reading()
@@ -171,9 +189,9 @@ function Server:on_connection(listener)
   local conn = setmetatable({ server = self, stream = stream, reading = true, uv_try_write = uv.try_write,
     uv_queue_size = uv.stream_get_write_queue_size, pending = 0 }, Conn)
   if uv.sendfile then conn.sendfile = conn_sendfile end
-  if uv.try_writev then
-    conn.writev = conn_writev
-    conn.uv_try_writev = uv.try_writev
+  if uv.write_batched then
+    conn.uv_write_batched = uv.write_batched
+    conn.write, conn.writev = conn_write_batched, conn_write_batched
   end
   local proto = http.new(self.ctx, conn, client, listener.addr)
   conn.proto = proto
@@ -192,7 +210,7 @@ function Server:on_connection(listener)
     conn.pending = conn.pending - 1
     if werr then return end
     local p = conn.proto
-    if (p.want_drain or p.upgraded) and not conn.closing and stream:get_write_queue_size() <= http.LOW_WATER then
+    if (p.want_drain or p.upgraded) and not conn.closing and conn:get_write_queue_size() <= http.LOW_WATER then
       p:drained()
     end
   end

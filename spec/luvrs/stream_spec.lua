@@ -251,6 +251,19 @@ describe("stream", function()
       close_all(a, b)
     end)
 
+    it("a write of 0 bytes behind queued writes calls back after them", function()
+      local a, b = connected_pair()
+      fill(a)
+      local log = {}
+      a:write("queued", function(err) log[#log + 1] = "queued:" .. tostring(err) end)
+      a:write("", function(err) log[#log + 1] = "empty:" .. tostring(err) end)
+      local n = 0
+      b:read_start(function(_, d) n = n + #(d or "") end)
+      H.run_until(function() return #log == 2 end)
+      assert.same({ "queued:nil", "empty:nil" }, log)
+      close_all(a, b)
+    end)
+
     it("an array of strings is written in order as one write", function()
       local a, b = connected_pair()
       local got = {}
@@ -610,58 +623,134 @@ describe("stream", function()
     end)
   end)
 
-  describe("luvrs extension: try_writev", function()
+  describe("luvrs extension: write_batched", function()
     if H.impl ~= "luvrs" then
-      pending("uv.try_writev is a luvrs extension")
+      pending("uv.write_batched is a luvrs extension")
       return
     end
 
-    it("writes its string arguments in order and says whether all went out", function()
-      local a, b = connected_pair()
+    -- Reads from `b` until `n` bytes came; returns them and the number of read callbacks.
+    local function receive(b, n)
       local got = {}
-      b:read_start(function(_, d) got[#got + 1] = d end)
-      assert.same({ 11, true }, { a:try_writev("hel", "lo", " ", "", "world") })
-      assert.same({ 3, true }, { uv.try_writev(a, "!", 42) }) -- a number counts as its string form
-      assert.same({ 0, true }, { a:try_writev("") })
-      H.run_until(function() return #table.concat(got) == 14 end)
-      assert.equal("hello world!42", table.concat(got))
+      b:read_start(function(err, d)
+        assert.is_nil(err)
+        if d then got[#got + 1] = d end
+      end)
+      H.run_until(function() return #table.concat(got) >= n end)
+      b:read_stop()
+      return table.concat(got), #got
+    end
+
+    it("outside run() writes at once, its string arguments in order", function()
+      local a, b = connected_pair()
+      assert.equal(0, a:write_batched("hel", "lo", " ", "", "world"))
+      assert.equal(0, uv.write_batched(a, "!", 42)) -- a number counts as its string form
+      assert.has_error(function() a:write_batched() end,
+        "bad argument #2 to 'write_batched' (string expected, got nil)")
+      assert.equal(0, uv.stream_get_write_queue_size(a))
+      assert.equal("hello world!42", (receive(b, 14)))
       close_all(a, b)
     end)
 
-    it("on a full socket writes part or returns EAGAIN, and EAGAIN while writes are queued", function()
+    it("in a callback holds the strings until the phase ends, then sends them in one write", function()
       local a, b = connected_pair()
-      local chunk = string.rep("v", 65536)
-      local partial, res = false, nil
-      for _ = 1, 100000 do
-        local n, all, name = a:try_writev(chunk, chunk)
-        if not n then
-          res = { n, all, name }
-          break
-        end
-        if not all then
-          assert.is_true(n < 2 * #chunk)
-          partial = true
-        end
-      end
-      assert.is_true(partial, "the socket never took part of a write")
-      assert.same({ nil, "EAGAIN: resource temporarily unavailable", "EAGAIN" }, res)
-      close_all(a, b)
+      local seen = {}
+      local t = uv.new_timer()
+      t:start(0, 0, function()
+        seen[1] = a:write_batched("GET ", "/a")
+        seen[2] = uv.stream_get_write_queue_size(a)
+        seen[3] = a:write_batched(" HTTP/1.1\r\n")
+        seen[4] = { a:try_write("x") } -- the held bytes are queued: try_write would pass them
+      end)
+      H.run_until(function() return seen[4] end)
+      assert.same({ 6, 6, 17, { nil, "EAGAIN: resource temporarily unavailable", "EAGAIN" } }, seen)
+      local data, reads = receive(b, 17)
+      assert.equal("GET /a HTTP/1.1\r\n", data)
+      assert.equal(1, reads)
+      assert.equal(0, uv.stream_get_write_queue_size(a))
+      close_all(a, b, t)
+    end)
 
+    it("keeps its place among queued writes, whose callbacks run in order", function()
+      local a, b = connected_pair()
+      local log = {}
+      local t = uv.new_timer()
+      t:start(0, 0, function()
+        a:write_batched("1")
+        a:write("2", function(err) log[#log + 1] = "w2:" .. tostring(err) end)
+        a:write_batched("3", "4")
+        a:write("", function(err) log[#log + 1] = "empty:" .. tostring(err) end)
+        a:write_batched(string.rep("5", 100000)) -- past the copy limit: kept as a Lua string
+        a:write_batched("6")
+      end)
+      local data = receive(b, 100005)
+      assert.equal("1234" .. string.rep("5", 100000) .. "6", data)
+      H.run_until(function() return #log == 2 end)
+      assert.same({ "w2:nil", "empty:nil" }, log)
+      close_all(a, b, t)
+    end)
+
+    it("a batch bigger than the socket takes goes out as the peer reads; an empty write marks the end", function()
+      local a, b = connected_pair()
+      local chunk = string.rep("z", 60000)
+      local drained, q
+      local t = uv.new_timer()
+      t:start(0, 0, function()
+        for _ = 1, 100 do q = a:write_batched(chunk, "+") end
+        a:write("", function(err) drained = err or true end)
+      end)
+      H.run_until(function() return q end)
+      assert.equal(100 * 60001, q)
+      local data = receive(b, 100 * 60001)
+      assert.equal(100 * 60001, #data)
+      assert.equal(string.rep(chunk .. "+", 100), data)
+      H.run_until(function() return drained end)
+      assert.is_true(drained)
+      assert.equal(0, uv.stream_get_write_queue_size(a))
+      close_all(a, b, t)
+    end)
+
+    it("close() right after sends what the batch holds; shutdown() sends it before the FIN", function()
+      local a, b = connected_pair()
       local c, d = connected_pair()
-      fill(c)
-      c:write("queued")
-      assert.same({ nil, "EAGAIN: resource temporarily unavailable", "EAGAIN" }, { c:try_writev("x") })
-      close_all(c, d)
+      local t = uv.new_timer()
+      t:start(0, 0, function()
+        a:write_batched("bye")
+        a:close()
+        c:write_batched("last")
+        c:shutdown()
+      end)
+      local got, eof = {}, {}
+      b:read_start(function(_, data) if data then got.b = (got.b or "") .. data else eof.b = true end end)
+      d:read_start(function(_, data) if data then got.d = (got.d or "") .. data else eof.d = true end end)
+      H.run_until(function() return eof.b and eof.d end)
+      assert.same({ b = "bye", d = "last" }, got)
+      close_all(b, c, d, t)
     end)
 
-    it("rejects what is not a stream or a string, naming the argument", function()
+    it("sends the batch of a callback that raised", function()
       local a, b = connected_pair()
-      assert.has_error(function() uv.try_writev(1, "x") end,
-        "bad argument #1 to 'try_writev' (uv_stream_t expected, got number)")
-      assert.has_error(function() a:try_writev("x", {}) end,
-        "bad argument #3 to 'try_writev' (string expected, got table)")
+      local t = uv.new_timer()
+      t:start(0, 0, function()
+        a:write_batched("before the error")
+        error("boom")
+      end)
+      assert.has_error(function() H.run() end)
+      assert.equal(0, uv.stream_get_write_queue_size(a))
+      assert.equal("before the error", (receive(b, 16)))
+      close_all(a, b, t)
+    end)
+
+    it("rejects what is not a stream or a string, naming the argument; fails like write", function()
+      local a, b = connected_pair()
+      assert.has_error(function() uv.write_batched(1, "x") end,
+        "bad argument #1 to 'write_batched' (uv_stream_t expected, got number)")
+      assert.has_error(function() a:write_batched("x", {}) end,
+        "bad argument #3 to 'write_batched' (string expected, got table)")
       local fresh = uv.new_tcp()
-      assert.same({ nil, "EBADF: bad file descriptor", "EBADF" }, { fresh:try_writev("x") })
+      assert.same({ nil, "EBADF: bad file descriptor", "EBADF" }, { fresh:write_batched("x") })
+      a:shutdown()
+      assert.same({ nil, "EPIPE: broken pipe", "EPIPE" }, { a:write_batched("x") })
       close_all(a, b, fresh)
     end)
   end)

@@ -13,7 +13,7 @@
 --- transport.sendfile             optional: function(self, path, offset, length, cb(err)), the file goes
 ---                                 from disk to the socket without passing through Lua
 --- transport.writev               optional: function(self, ...), writes its string arguments as one
----                                 write(table.concat({...})) would (luvrs: uv.try_writev)
+---                                 write(table.concat({...})) would (luvrs: uv.write_batched)
 --- ```
 ---
 --- The transport calls `proto:drained()` when a write completes and `proto.want_drain` is set and the

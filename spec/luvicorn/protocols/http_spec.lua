@@ -9,7 +9,7 @@ local ok_uv, uv = pcall(require, "luvrs")
 if not ok_uv then uv = nil end
 
 -- A transport that records what the protocol does.
--- With `writev`, it also has the optional transport.writev (luvrs's try_writev) and counts its calls.
+-- With `writev`, it also has the optional transport.writev (luvrs: uv.write_batched) and counts its calls.
 local function fake_transport(writev)
   local t = { out = {}, closed = false, aborted = false, paused = false, queue = 0, pauses = 0, writevs = 0 }
   function t.write(_, data)
