@@ -941,7 +941,8 @@ pub fn process(core: &Rc<Core>, id: usize) -> LuaResult<()> {
 /// Ends the loop phase's batches (`write_batched`): each stream's batch goes to the kernel in one
 /// system call, the streams one after the other, and the callbacks of writes this finishes run.
 /// Sending them together rather than as each callback makes them means a peer process that sleeps is
-/// woken once for many responses, not once for each: under load that is most of the kernel's time.
+/// woken once for many responses, not once for each; on loopback that wake-up is the largest single
+/// kernel cost of a response, and the sender pays it.
 pub fn flush_batches(core: &Rc<Core>) -> LuaResult<()> {
     let mut ids = {
         let mut st = core.st()?;
