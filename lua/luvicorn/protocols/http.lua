@@ -586,6 +586,12 @@ function start_request(self, method, target, minor, headers, raw_path, query, pa
   end
   cycle.send = function(event)
     if cycle.gen ~= gen then return stale_send(event) end
+    -- the two usual events skip send_event's call; it takes the others, and misuse
+    if type(event) == "table" then
+      local t = event.type
+      if t == "http.response.body" then return cycle_body(cycle, event) end
+      if t == "http.response.start" then return cycle_start(cycle, event) end
+    end
     return send_event(cycle, event)
   end
   self.cycle = cycle
