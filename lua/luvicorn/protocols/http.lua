@@ -1027,6 +1027,22 @@ function cycle_body(self, event)
   end
   local len = #body
   local proto = self.proto
+  if not (more or self.head_sent or self.no_body or self.cl or self.want_trailers) and len <= 16384
+    and self.keep_alive and self.http_version == "1.1" then
+    -- The usual response, one small body with its length unknown until now, on a connection that stays
+    -- open: what head_end and the general path below would do, without their tests.
+    self.cl, self.sent, self.head_sent = len, len, true
+    local transport = proto.transport
+    local writev = transport.writev
+    if writev then
+      writev(transport, STATUS_LINE[self.status], head_prefix(proto.ctx), self.hdrs, CL_LINE[len], END, body)
+    else
+      transport:write(STATUS_LINE[self.status] .. head_prefix(proto.ctx) .. self.hdrs .. CL_LINE[len] .. END .. body)
+    end
+    response_complete(proto, self)
+    if self.disconnected then return nil, "disconnected" end
+    return true
+  end
   local framing, tail -- set when the head goes out with this event
   if not self.head_sent then framing, tail = head_end(self, len, not more) end
   if not self.no_body then
