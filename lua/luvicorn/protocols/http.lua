@@ -220,9 +220,12 @@ local handoff = false -- the cycle a pooled coroutine is being resumed for (anyt
 local function worker(cycle)
   local me = co_running()
   while true do
-    local gen = cycle.gen
-    local ok, err = xpcall(cycle.proto.ctx.app, traceback, cycle.scope, cycle.receive, cycle.send)
-    app_done(cycle, gen, ok, err)
+    local gen, ctx = cycle.gen, cycle.proto.ctx
+    local ok, err = xpcall(ctx.app, traceback, cycle.scope, cycle.receive, cycle.send)
+    ctx.active = ctx.active - 1
+    -- the usual end, a completed response (or the cycle already lent to a later request) and no error,
+    -- leaves app_done nothing to do: no call
+    if not ok or (cycle.gen == gen and not cycle.response_complete) then app_done(cycle, gen, ok, err) end
     npool = npool + 1
     pool[npool] = me
     repeat cycle = co_yield() until cycle == handoff and cycle
@@ -1251,10 +1254,10 @@ function response_complete(self, cycle)
   if not self.processing then process(self) end
 end
 
+-- The end of an app call that raised, or returned before its response completed (ctx.active is done).
 function app_done(self, gen, ok, err)
   local proto = self.proto
   local ctx = proto.ctx
-  ctx.active = ctx.active - 1
   if self.gen ~= gen or self.response_complete then
     if not ok then ctx.log:error("Exception in LASGI application\n" .. tostring(err)) end
     return
