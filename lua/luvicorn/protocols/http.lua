@@ -232,9 +232,13 @@ local function worker(cycle)
   end
 end
 
+local function resume_failed(self, err)
+  self.ctx.log:error("Luvicorn request coroutine failed: " .. tostring(err))
+end
+
 function resume(self, cycle, arg)
   local ok, err = co_resume(cycle.co, arg)
-  if not ok then self.ctx.log:error("Luvicorn request coroutine failed: " .. tostring(err)) end
+  if not ok then resume_failed(self, err) end
   if not self.processing and self.state ~= "closed" then process(self) end
 end
 
@@ -616,7 +620,10 @@ function start_request(self, method, target, minor, headers, raw_path, query, pa
   cycle.co = co
   ctx.active = ctx.active + 1
   handoff = cycle
-  resume(self, cycle, cycle)
+  -- resume(self, cycle, cycle), inlined: a call less per request
+  local ok, err = co_resume(co, cycle)
+  if not ok then resume_failed(self, err) end
+  if not self.processing and self.state ~= "closed" then process(self) end
   handoff = false
 end
 
