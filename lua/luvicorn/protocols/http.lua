@@ -381,7 +381,8 @@ function process(self)
     end
   end
   self.processing = false
-  update_reading(self)
+  -- the usual state here, waiting for a head with reading on, is already right: no call
+  if self.read_paused or self.state ~= "head" then update_reading(self) end
 end
 
 local function connection_tokens(value, t)
