@@ -603,12 +603,15 @@ function start_request(self, method, target, minor, headers, raw_path, query, pa
     return send_event(cycle, event)
   end
   self.cycle = cycle
-  self.state = has_body and "body" or "wait"
-  self.chunked = chunked
-  self.remaining = chunked and 0 or (cl or 0) -- bytes of the current chunk / of the body still to read
-  self.chunk_state = "size"
-  self.body_total = 0
-  self.discard = false
+  if has_body then
+    self.state = "body"
+    -- the body-reading fields: only read in state "body", so set only for requests with a body
+    self.chunked = chunked
+    self.remaining = chunked and 0 or cl -- bytes of the current chunk / of the body still to read
+    self.chunk_state, self.body_total, self.discard = "size", 0, false
+  else
+    self.state = "wait"
+  end
 
   local co
   if npool > 0 then
