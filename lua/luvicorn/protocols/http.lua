@@ -1265,7 +1265,8 @@ function response_complete(self, cycle)
   if not self.processing then process(self) end
 end
 
--- The end of an app call that raised, or returned before its response completed (ctx.active is done).
+-- The end of an app call that raised, or returned before its response completed; the worker has
+-- already taken the call off ctx.active.
 function app_done(self, gen, ok, err)
   local proto = self.proto
   local ctx = proto.ctx
