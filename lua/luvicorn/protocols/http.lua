@@ -220,18 +220,25 @@ local handoff = false -- the cycle a pooled coroutine is being resumed for (anyt
 local function worker(cycle)
   local me = co_running()
   while true do
-    local gen = cycle.gen
-    local ok, err = xpcall(cycle.proto.ctx.app, traceback, cycle.scope, cycle.receive, cycle.send)
-    app_done(cycle, gen, ok, err)
+    local gen, ctx = cycle.gen, cycle.proto.ctx
+    local ok, err = xpcall(ctx.app, traceback, cycle.scope, cycle.receive, cycle.send)
+    ctx.active = ctx.active - 1
+    -- the usual end, a completed response (or the cycle already lent to a later request) and no error,
+    -- leaves app_done nothing to do: no call
+    if not ok or (cycle.gen == gen and not cycle.response_complete) then app_done(cycle, gen, ok, err) end
     npool = npool + 1
     pool[npool] = me
     repeat cycle = co_yield() until cycle == handoff and cycle
   end
 end
 
+local function resume_failed(self, err)
+  self.ctx.log:error("Luvicorn request coroutine failed: " .. tostring(err))
+end
+
 function resume(self, cycle, arg)
   local ok, err = co_resume(cycle.co, arg)
-  if not ok then self.ctx.log:error("Luvicorn request coroutine failed: " .. tostring(err)) end
+  if not ok then resume_failed(self, err) end
   if not self.processing and self.state ~= "closed" then process(self) end
 end
 
@@ -374,7 +381,8 @@ function process(self)
     end
   end
   self.processing = false
-  update_reading(self)
+  -- the usual state here, waiting for a head with reading on, is already right: no call
+  if self.read_paused or self.state ~= "head" then update_reading(self) end
 end
 
 local function connection_tokens(value, t)
@@ -561,37 +569,49 @@ function start_request(self, method, target, minor, headers, raw_path, query, pa
       response_started = false, response_complete = false, disconnected = false, waiting = false,
       t0 = false, status = 0, cl = false, sent = 0, no_body = false, want_trailers = false, hdrs = "",
       head_sent = false, chunked_out = false, app_connection = false, body_finished = false,
-      trailer_started = false,
+      trailer_started = false, dirty = false,
     }, Cycle)
     self.spare = cycle
   end
   local gen = cycle.gen + 1
   cycle.gen = gen
-  cycle.scope, cycle.co, cycle.target, cycle.http_version, cycle.keep_alive = scope, false, target, http_version,
-    keep_alive
-  cycle.expect_100, cycle.trailers_ok = expect and has_body or false, trailers_ok or false
-  cycle.chunks, cycle.nchunks, cycle.body_bytes, cycle.body_done, cycle.final_delivered = false, 0, 0, not has_body,
-    false
-  cycle.response_started, cycle.response_complete, cycle.disconnected, cycle.waiting = false, false, false, false
+  cycle.scope, cycle.target, cycle.http_version, cycle.keep_alive = scope, target, http_version, keep_alive
+  cycle.expect_100, cycle.trailers_ok, cycle.body_done = expect and has_body or false, trailers_ok or false,
+    not has_body
+  cycle.response_started, cycle.response_complete, cycle.disconnected, cycle.head_sent = false, false, false, false
   cycle.t0 = ctx.log.access_enabled and ctx.hrtime and ctx.hrtime() or false
-  cycle.status, cycle.cl, cycle.sent, cycle.no_body, cycle.want_trailers, cycle.hdrs = 0, false, 0, false, false, ""
-  cycle.head_sent, cycle.chunked_out, cycle.app_connection, cycle.body_finished, cycle.trailer_started =
-    false, false, false, false, false
+  -- Not reset: status, cl, sent, no_body, hdrs and app_connection, which http.response.start sets before
+  -- anything reads them. The rest only request bodies, receive, waits, trailers and chunked responses
+  -- change, and those mark the cycle dirty: most requests skip the second half of the reset.
+  if cycle.dirty then
+    cycle.chunks, cycle.nchunks, cycle.body_bytes, cycle.final_delivered, cycle.waiting = false, 0, 0, false, false
+    cycle.want_trailers, cycle.chunked_out, cycle.body_finished, cycle.trailer_started = false, false, false, false
+    cycle.dirty = false
+  end
   cycle.receive = function()
     if cycle.gen ~= gen then return { type = "http.disconnect" } end
     return receive_event(cycle)
   end
   cycle.send = function(event)
     if cycle.gen ~= gen then return stale_send(event) end
+    -- the two usual events skip send_event's call; it takes the others, and misuse
+    if type(event) == "table" then
+      local t = event.type
+      if t == "http.response.body" then return cycle_body(cycle, event) end
+      if t == "http.response.start" then return cycle_start(cycle, event) end
+    end
     return send_event(cycle, event)
   end
   self.cycle = cycle
-  self.state = has_body and "body" or "wait"
-  self.chunked = chunked
-  self.remaining = chunked and 0 or (cl or 0) -- bytes of the current chunk / of the body still to read
-  self.chunk_state = "size"
-  self.body_total = 0
-  self.discard = false
+  if has_body then
+    self.state = "body"
+    -- the body-reading fields: only read in state "body", so set only for requests with a body
+    self.chunked = chunked
+    self.remaining = chunked and 0 or cl -- bytes of the current chunk / of the body still to read
+    self.chunk_state, self.body_total, self.discard = "size", 0, false
+  else
+    self.state = "wait"
+  end
 
   local co
   if npool > 0 then
@@ -604,7 +624,10 @@ function start_request(self, method, target, minor, headers, raw_path, query, pa
   cycle.co = co
   ctx.active = ctx.active + 1
   handoff = cycle
-  resume(self, cycle, cycle)
+  -- resume(self, cycle, cycle), inlined: a call less per request
+  local ok, err = co_resume(co, cycle)
+  if not ok then resume_failed(self, err) end
+  if not self.processing and self.state ~= "closed" then process(self) end
   handoff = false
 end
 
@@ -634,7 +657,7 @@ local function deliver(self, cycle, data)
   end
   if self.discard then return true end
   local k = cycle.nchunks + 1
-  cycle.nchunks = k
+  cycle.nchunks, cycle.dirty = k, true
   local chunks = cycle.chunks
   if not chunks then
     chunks = {}
@@ -828,6 +851,7 @@ end
 
 function receive_event(self)
   local proto = self.proto
+  self.dirty = true -- final_delivered, waiting
   if self.expect_100 then
     self.expect_100 = false
     if not self.response_started and not self.disconnected then proto.transport:write(CONTINUE) end
@@ -861,7 +885,7 @@ local function wait_drain(self)
   while not self.disconnected and transport:get_write_queue_size() > M.HIGH_WATER do
     if co_running() ~= self.co then return end -- cannot wait outside the request's coroutine
     proto.want_drain = true
-    self.waiting = "send"
+    self.waiting, self.dirty = "send", true
     co_yield()
     self.waiting = false
   end
@@ -906,7 +930,7 @@ function cycle_start(self, event)
     bad("http.response.start 'headers' must be an array of {name, value} pairs", 3)
   end
   local hdrs = ""
-  local cl
+  local cl, app_connection
   local native = self.proto.ctx.response_headers
   if native then
     -- luvrs: the same checks and the joined lines in one call (uv.http_response_headers)
@@ -914,7 +938,7 @@ function cycle_start(self, event)
     hdrs, cl, connection, close = native(headers)
     if not hdrs then bad(header_error(headers, cl, connection), 3) end
     if close then self.keep_alive = false end
-    self.app_connection = connection
+    app_connection = connection
   else
     -- the app's header lines as one string: a concatenation per header beats a parts table and its growth
     for i = 1, #headers do
@@ -948,7 +972,7 @@ function cycle_start(self, event)
         cl = tonumber(value)
       elseif lname == "connection" then
         if find(lower(value), "close", 1, true) then self.keep_alive = false end
-        self.app_connection = true
+        app_connection = true
       elseif lname == "transfer-encoding" then
         bad(header_error(headers, i, "transfer-encoding"), 3)
       end
@@ -956,12 +980,15 @@ function cycle_start(self, event)
     end
   end
   self.hdrs = hdrs
+  self.app_connection = app_connection or false
   self.response_started = true
   self.status = status
   self.cl = cl or false
   self.sent = 0
   self.no_body = self.scope.method == "HEAD" or status < 200 or status == 204 or status == 304
-  self.want_trailers = event.trailers and self.trailers_ok or false
+  local want_trailers = event.trailers and self.trailers_ok or false
+  self.want_trailers = want_trailers
+  if want_trailers then self.dirty = true end
   if self.disconnected then return nil, "disconnected" end
   return true
 end
@@ -982,7 +1009,7 @@ function head_end(self, first_len, final)
     self.cl = first_len
     framing = CL_LINE[first_len]
   elseif self.http_version == "1.1" then
-    self.chunked_out = true
+    self.chunked_out, self.dirty = true, true
     framing = "transfer-encoding: chunked\r\n"
   else
     self.keep_alive = false -- HTTP/1.0 streaming: the end of the connection ends the body
@@ -1014,6 +1041,22 @@ function cycle_body(self, event)
   end
   local len = #body
   local proto = self.proto
+  if not (more or self.head_sent or self.no_body or self.cl or self.want_trailers) and len <= 16384
+    and self.keep_alive and self.http_version == "1.1" then
+    -- The usual response, one small body with its length unknown until now, on a connection that stays
+    -- open: what head_end and the general path below would do, without their tests.
+    self.cl, self.sent, self.head_sent = len, len, true
+    local transport = proto.transport
+    local writev = transport.writev
+    if writev then
+      writev(transport, STATUS_LINE[self.status], head_prefix(proto.ctx), self.hdrs, CL_LINE[len], END, body)
+    else
+      transport:write(STATUS_LINE[self.status] .. head_prefix(proto.ctx) .. self.hdrs .. CL_LINE[len] .. END .. body)
+    end
+    response_complete(proto, self)
+    if self.disconnected then return nil, "disconnected" end
+    return true
+  end
   local framing, tail -- set when the head goes out with this event
   if not self.head_sent then framing, tail = head_end(self, len, not more) end
   if not self.no_body then
@@ -1146,7 +1189,7 @@ function Cycle:pathsend(event)
       if self.waiting == "send" then resume(proto, self) end
     end)
     while not done and not self.disconnected do
-      self.waiting = "send"
+      self.waiting, self.dirty = "send", true
       co_yield()
       self.waiting = false
     end
@@ -1222,10 +1265,11 @@ function response_complete(self, cycle)
   if not self.processing then process(self) end
 end
 
+-- The end of an app call that raised, or returned before its response completed; the worker has
+-- already taken the call off ctx.active.
 function app_done(self, gen, ok, err)
   local proto = self.proto
   local ctx = proto.ctx
-  ctx.active = ctx.active - 1
   if self.gen ~= gen or self.response_complete then
     if not ok then ctx.log:error("Exception in LASGI application\n" .. tostring(err)) end
     return

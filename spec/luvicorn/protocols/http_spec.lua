@@ -871,6 +871,86 @@ for _, impl in ipairs(parsers.available(uv)) do
       assert.is_true(p:is_idle())
     end)
 
+    describe("starts a request afresh on a connection after", function()
+      -- Each first request leaves different per-request state behind on the connection; the second,
+      -- a plain GET, must see none of it.
+      local TE_GET = "GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n"
+      local cases = {
+        { "a body read after 100-continue, a wait, a streamed response with trailers",
+          "POST / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+          { "ab", "cd" },
+          function(receive, send, t)
+            assert.are.equal("abcd", receive().body .. receive().body)
+            send({ type = "http.response.start", status = 200, trailers = true })
+            t.queue = http.HIGH_WATER + 1
+            send({ type = "http.response.body", body = "a", more_body = true })
+            send({ type = "http.response.body", body = "b" })
+            send({ type = "http.response.trailers", headers = { { "x-t", "1" } } })
+          end },
+        { "a body the app never read", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n", { "hi" },
+          function(_, send, _, pause)
+            pause() -- until the body is in
+            send({ type = "http.response.start", status = 200 })
+            send({ type = "http.response.body", body = "ok" })
+          end },
+        { "an empty body received", TE_GET, {},
+          function(receive, send)
+            receive()
+            send({ type = "http.response.start", status = 200 })
+            send({ type = "http.response.body", body = "ok" })
+          end },
+        { "trailers on a HEAD response", "HEAD / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n", {},
+          function(_, send)
+            send({ type = "http.response.start", status = 200, trailers = true })
+            send({ type = "http.response.body", body = "" })
+            send({ type = "http.response.trailers", headers = {} })
+          end },
+        { "a streamed response", TE_GET, {},
+          function(_, send)
+            send({ type = "http.response.start", status = 200 })
+            send({ type = "http.response.body", body = "a", more_body = true })
+            send({ type = "http.response.body", body = "b" })
+          end },
+      }
+      for _, case in ipairs(cases) do
+        local name, head, pieces, first = case[1], case[2], case[3], case[4]
+        it(name, function()
+          local n, seen, paused = 0, {}, nil
+          local function pause() -- until the test resumes the app
+            paused = coroutine.running()
+            coroutine.yield()
+          end
+          local p, t
+          p, t = make(function(_, receive, send)
+            n = n + 1
+            if n == 1 then return first(receive, send, t, pause) end
+            seen.event = receive()
+            seen.trailers = { pcall(send, { type = "http.response.trailers", headers = {} }) }
+            send({ type = "http.response.start", status = 200 })
+            send({ type = "http.response.body", body = "plain" })
+          end)
+          p:data_received(head)
+          for _, piece in ipairs(pieces) do p:data_received(piece) end
+          if paused then assert(coroutine.resume(paused)) end
+          t.queue = 0
+          p:drained()
+          assert.are.equal(1, n)
+          t.out = {}
+          p:data_received(TE_GET)
+          assert.are.same({ type = "http.request", body = "", more_body = false }, seen.event)
+          assert.is_false(seen.trailers[1])
+          assert.matches("without trailers = true", seen.trailers[2])
+          local r = responses(t.text())
+          assert.are.equal(1, #r)
+          assert.are.equal("plain", r[1].body)
+          assert.are.equal("5", r[1].headers["content-length"])
+          assert.is_nil(r[1].headers["transfer-encoding"])
+          assert.is_false(t.closed)
+          assert.is_true(p:is_idle())
+        end)
+      end
+    end)
+
     it("never raises on random and malformed input fed in random pieces", function()
       math.randomseed(4242)
       local seeds = {
