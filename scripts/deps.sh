@@ -26,8 +26,8 @@ if [ "$want" != run ]; then
   need_cmd chromium chromium
   need_cmd chromedriver chromium-driver
 fi
-# the instruction counts of `make bench`
-if [ "$want" = bench ]; then need_cmd valgrind valgrind; fi
+# the allocator spec (a state closing under memcheck) and the instruction counts of `make bench`
+if [ "$want" != run ]; then need_cmd valgrind valgrind; fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   # shellcheck disable=SC2207

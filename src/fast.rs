@@ -337,24 +337,24 @@ unsafe extern "C-unwind" fn try_write(l: *mut ffi::lua_State) -> c_int {
 /// goes to the full implementation, which keeps the Lua strings instead.
 const BATCH_COPY_MAX: usize = 64 * 1024;
 
-/// `write_batched(stream, ...)` while the loop runs: the strings are copied onto the stream's batch
-/// (a buffer reused from one batch to the next), with no request object and no Lua value kept.
+/// `write_batched(stream, ...)`: the strings are copied onto the stream's batch (a buffer reused from
+/// one batch to the next), or written at once when the loop is not holding batches, the rest copied
+/// onto the queue; no request object and no Lua value is kept either way.
 unsafe extern "C-unwind" fn write_batched(l: *mut ffi::lua_State) -> c_int {
     // SAFETY: a fast path (see run).
     unsafe {
         run(l, |core| {
             let h = handle_at(l, 1, core).filter(|h| h.kind.is_stream())?;
             let mut store: [&[u8]; MAX_BUFS] = [&[]; MAX_BUFS];
-            let nbufs = arg_bufs(l, &mut store)?;
+            // No string at all is an argument error, which the full implementation raises.
+            let nbufs = arg_bufs(l, &mut store).filter(|&n| n > 0)?;
             let bufs = &store[..nbufs];
             let total: usize = bufs.iter().map(|b| b.len()).sum();
             if total > BATCH_COPY_MAX {
                 return None;
             }
             let mut st = core.st.try_borrow_mut().ok()?;
-            if !st.running() {
-                return None;
-            }
+            let holding = st.holding;
             let slot = st.slots.get_mut(h.id)?;
             // No userdata held: the full implementation takes hold of it.
             if slot.closing || slot.ud.is_none() {
@@ -367,9 +367,31 @@ unsafe extern "C-unwind" fn write_batched(l: *mut ffi::lua_State) -> c_int {
             if total == 0 {
                 return Some(Out::Int(s.wq_bytes as i64));
             }
-            let fresh = !s.batch_open;
+            let mut sent = 0;
+            if !holding && s.wq.is_empty() {
+                let sock = s.sock.as_ref()?;
+                let mut slices = [IoSlice::new(&[]); MAX_BUFS];
+                for (d, b) in slices.iter_mut().zip(bufs) {
+                    *d = IoSlice::new(b);
+                }
+                let slices = &slices[..nbufs];
+                // Any failure (EAGAIN included) goes to the full implementation, which tries again.
+                sent = if s.not_sock {
+                    let iov = slices.as_ptr().cast::<libc::iovec>();
+                    let r = libc::writev(sock.as_raw_fd(), iov, slices.len() as c_int);
+                    usize::try_from(r).ok()?
+                } else {
+                    sock.send_vectored_with_flags(slices, libc::MSG_NOSIGNAL)
+                        .ok()?
+                };
+                if sent == total {
+                    return Some(Out::Int(0));
+                }
+                s.wr_ready = false;
+            }
+            let fresh = !(holding && s.batch_open);
             if fresh {
-                s.batch_open = true;
+                s.batch_open = holding;
                 s.wq.push_back(WriteReq {
                     bufs: match std::mem::take(&mut s.spare) {
                         spare if spare.is_empty() => vec![Buf::Owned(Vec::with_capacity(total))],
@@ -382,21 +404,29 @@ unsafe extern "C-unwind" fn write_batched(l: *mut ffi::lua_State) -> c_int {
                     send_fd: None,
                 });
             }
-            let batch = s.wq.back_mut()?;
-            if !matches!(batch.bufs.last(), Some(Buf::Owned(_))) {
-                batch.bufs.push(Buf::Owned(Vec::with_capacity(total)));
+            let req = s.wq.back_mut()?;
+            if !matches!(req.bufs.last(), Some(Buf::Owned(_))) {
+                req.bufs.push(Buf::Owned(Vec::with_capacity(total)));
             }
-            if let Some(Buf::Owned(v)) = batch.bufs.last_mut() {
+            if let Some(Buf::Owned(v)) = req.bufs.last_mut() {
+                let mut skip = sent;
                 for b in bufs {
-                    v.extend_from_slice(b);
+                    if skip >= b.len() {
+                        skip -= b.len();
+                    } else {
+                        v.extend_from_slice(&b[skip..]);
+                        skip = 0;
+                    }
                 }
             }
-            s.wq_bytes += total;
+            s.wq_bytes += total - sent;
             let q = s.wq_bytes as i64;
             if fresh {
                 slot.reqs += 1;
                 st.alive_reqs += 1;
-                st.batched.push(h.id);
+                if holding {
+                    st.batched.push(h.id);
+                }
             }
             Some(Out::Int(q))
         })

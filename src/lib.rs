@@ -3,6 +3,7 @@
 //! `require "luvrs"` returns one table of functions. Handles are userdata whose metatable carries
 //! the same functions as methods (`uv.timer_start(t, ...)` is `t:start(...)`).
 
+mod alloc;
 mod args;
 mod async_handle;
 mod deflate;
@@ -394,6 +395,12 @@ fn ignore_sigpipe() {
 #[cfg_attr(feature = "module", mlua::lua_module)]
 pub fn luvrs(lua: &Lua) -> LuaResult<LuaTable> {
     ignore_sigpipe();
+    let mut guard = None;
+    // SAFETY: module setup, no allocation of the state in progress.
+    unsafe { lua.exec_raw::<()>((), |l| guard = Some(alloc::install(l)))? };
+    if let Some(guard) = guard {
+        lua.set_named_registry_value("luvrs.alloc", lua.create_any_userdata(guard)?)?;
+    }
     let weak = lua.create_table()?;
     let mt = lua.create_table()?;
     mt.set("__mode", "v")?;

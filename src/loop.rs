@@ -95,7 +95,10 @@ pub struct State {
     pub closing: Vec<usize>,
     /// Handles with readiness or work not yet handled (in `Stream::queued`).
     pub io_ready: VecDeque<usize>,
-    /// Streams with an open batch (`write_batched`), sent when the loop phase ends.
+    /// True while the I/O callbacks of a poll that woke for several handles run: `write_batched`
+    /// holds the strings until they have all run.
+    pub holding: bool,
+    /// Streams with an open batch (`write_batched`), sent when the I/O phase ends.
     pub batched: Vec<usize>,
     start: Instant,
     pub now_ms: u64,
@@ -130,6 +133,7 @@ impl State {
             pending: VecDeque::new(),
             closing: Vec::new(),
             io_ready: VecDeque::new(),
+            holding: false,
             batched: Vec::new(),
             start: Instant::now(),
             now_ms: 0,
@@ -158,11 +162,6 @@ impl State {
     pub fn defer(&mut self, cb: LuaFunction, args: Vec<LuaValue>) {
         self.alive_reqs += 1;
         self.deferred.push_back((cb, args));
-    }
-
-    /// Inside `run()`: callbacks may be running.
-    pub fn running(&self) -> bool {
-        self.mode.is_some()
     }
 
     pub fn alive(&self) -> bool {
@@ -469,12 +468,9 @@ fn run_phases(lua: &Lua, core: &Rc<Core>, mode: Mode) -> LuaResult<bool> {
             st.update_time();
         }
         crate::timer::run_timers(core)?;
-        flush_batches(core)?;
         let ran_pending = run_pending(core)?;
-        flush_batches(core)?;
         run_watchers(core, Kind::Idle)?;
         run_watchers(core, Kind::Prepare)?;
-        flush_batches(core)?;
         {
             let st = core.st()?;
             timeout = if (mode == Mode::Once && !ran_pending) || mode == Mode::Default {
@@ -484,15 +480,11 @@ fn run_phases(lua: &Lua, core: &Rc<Core>, mode: Mode) -> LuaResult<bool> {
             };
         }
         io_poll(lua, core, timeout)?;
-        flush_batches(core)?;
         run_watchers(core, Kind::Check)?;
-        flush_batches(core)?;
         run_closing(core)?;
-        flush_batches(core)?;
         if mode == Mode::Once {
             core.st()?.update_time();
             crate::timer::run_timers(core)?;
-            flush_batches(core)?;
         }
         alive = core.st()?.alive();
         if mode != Mode::Default {
@@ -637,6 +629,15 @@ fn io_poll(lua: &Lua, core: &Rc<Core>, timeout: Option<u64>) -> LuaResult<()> {
     crate::async_handle::dispatch(core)?;
     crate::dns::dispatch(lua, core)?;
     let n = core.st()?.io_ready.len();
+    // One ready handle has no other answers to send along with its own: it writes at once.
+    core.st()?.holding = n > 1;
+    let r = dispatch_io(lua, core, n);
+    core.st()?.holding = false;
+    r?;
+    flush_batches(core)
+}
+
+fn dispatch_io(lua: &Lua, core: &Rc<Core>, n: usize) -> LuaResult<()> {
     for _ in 0..n {
         let id = {
             let mut st = core.st()?;

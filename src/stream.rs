@@ -103,7 +103,7 @@ pub struct Stream {
     pub connecting: Option<Option<LuaFunction>>,
     pub wq: VecDeque<WriteReq>,
     pub wq_bytes: usize,
-    /// The last request of `wq` is this loop phase's batch (`write_batched`), which later batched
+    /// The last request of `wq` is this I/O phase's batch (`write_batched`), which later batched
     /// strings join; it is in `State::batched` until the phase ends.
     pub batch_open: bool,
     /// The buffers of a sent batch (one owned buffer, emptied), kept for the next batch: a batch per
@@ -616,17 +616,18 @@ pub fn try_write(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValu
     }
 }
 
-/// Extension: queues the strings given as arguments 2.. without a request or callback, as part of
-/// this loop phase's batch for the stream. When the phase ends, the loop hands each stream's batch
-/// to the kernel in one system call, all streams' batches one after the other. Outside `run()` the
-/// strings are written at once. Returns the stream's write queue size.
+/// Extension: a write of the strings given as arguments 2.., with no request or callback. While the
+/// I/O callbacks of a poll that woke for several handles run, the strings join the stream's batch;
+/// when they have all run, the loop hands each stream's batch to the kernel in one system call, all
+/// streams' batches one after the other. Otherwise the strings are written at once (or queued behind
+/// earlier writes). Returns the stream's write queue size.
 pub fn write_batched(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMultiValue> {
     let (ud, h) = a.stream(1)?;
     let bufs = (2..=a.count().max(2))
         .map(|i| a.string(i).map(Buf::Lua))
         .collect::<LuaResult<Vec<_>>>()?;
     let mut st = core.st()?;
-    let running = st.running();
+    let holding = st.holding;
     let s = match writable(&mut st, h.id) {
         Ok(s) => s,
         Err(e) => return fail(lua, e),
@@ -639,7 +640,7 @@ pub fn write_batched(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMulti
         return (s.wq_bytes as i64).into_lua_multi(lua);
     }
     let (mut idx, mut off) = (0, 0);
-    if !running && s.wq.is_empty() {
+    if !holding && s.wq.is_empty() {
         match writev(sock, s.not_sock, &bufs, 0, 0, None) {
             Ok(n) => {
                 if advance(&bufs, &mut idx, &mut off, n) {
@@ -656,7 +657,7 @@ pub fn write_batched(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMulti
     match s.wq.back_mut().filter(|_| s.batch_open) {
         Some(batch) => batch.bufs.extend(bufs),
         None => {
-            s.batch_open = running;
+            s.batch_open = holding;
             s.wq.push_back(WriteReq {
                 bufs,
                 idx,
@@ -666,7 +667,7 @@ pub fn write_batched(lua: &Lua, core: &Rc<Core>, a: &Args) -> LuaResult<LuaMulti
                 send_fd: None,
             });
             st.req_start(h.id, ud);
-            if running {
+            if holding {
                 st.batched.push(h.id);
             }
         }
@@ -938,7 +939,7 @@ pub fn process(core: &Rc<Core>, id: usize) -> LuaResult<()> {
     read_ready(core, id)
 }
 
-/// Ends the loop phase's batches (`write_batched`): each stream's batch goes to the kernel in one
+/// Ends the I/O phase's batches (`write_batched`): each stream's batch goes to the kernel in one
 /// system call, the streams one after the other, and the callbacks of writes this finishes run.
 /// Sending them together rather than as each callback makes them means a peer process that sleeps is
 /// woken once for many responses, not once for each; on loopback that wake-up is the largest single

@@ -79,10 +79,10 @@ function Conn:write(data)
   return queue(self, data)
 end
 
--- luvrs: uv.write_batched holds the strings until the loop phase ends, then sends each connection's
--- held bytes in one system call, all connections' one after the other, so that a client process is
--- woken once for many responses. The loop keeps the queue and its order, so no pending count is kept
--- here. Both write(data) and writev(...).
+-- luvrs: uv.write_batched holds the strings until the I/O callbacks of a busy poll have run, then
+-- sends each connection's held bytes in one system call, all connections' one after the other, so
+-- that a client process is woken once for many responses. The loop keeps the queue and its order, so
+-- no pending count is kept here. Both write(data) and writev(...).
 local function conn_write_batched(self, data, ...)
   if self.closing then return end
   local q, err
