@@ -15,14 +15,18 @@ use std::os::raw::c_void;
 const MAX_SIZE: usize = 256;
 /// Bytes kept at most, all sizes together.
 const MAX_BYTES: usize = 4 << 20;
-/// Blocks kept at most of one size.
+/// Blocks kept at most of one size (fits the u16 counts).
 const BIN_CAP: usize = 1024;
+
+/// Blocks smaller than a pointer are not kept: a kept block holds the link to the next one.
+const MIN_SIZE: usize = std::mem::size_of::<*mut c_void>();
 
 struct Cache {
     prev: ffi::lua_Alloc,
     prev_ud: *mut c_void,
-    /// Freed blocks by size (index = size in bytes).
-    bins: Vec<Vec<*mut c_void>>,
+    /// Kept blocks by size (index = size in bytes): a list linked through the blocks themselves.
+    heads: [*mut c_void; MAX_SIZE + 1],
+    counts: [u16; MAX_SIZE + 1],
     bytes: usize,
     /// False once the state closes: everything goes to the state's allocator.
     active: bool,
@@ -31,11 +35,18 @@ struct Cache {
 impl Cache {
     /// Hands every kept block back to the state's allocator.
     fn drain(&mut self) {
-        for (size, bin) in self.bins.iter_mut().enumerate() {
-            for p in bin.drain(..) {
-                // SAFETY: each kept block came from `prev` with this size and is not in use.
-                unsafe { (self.prev)(self.prev_ud, p, size, 0) };
+        for size in MIN_SIZE..=MAX_SIZE {
+            let mut p = std::mem::replace(&mut self.heads[size], std::ptr::null_mut());
+            while !p.is_null() {
+                // SAFETY: a kept block is at least a pointer long and holds the next one's address;
+                // it came from `prev` with this size and is not in use.
+                unsafe {
+                    let next = *(p as *mut *mut c_void);
+                    (self.prev)(self.prev_ud, p, size, 0);
+                    p = next;
+                }
             }
+            self.counts[size] = 0;
         }
         self.bytes = 0;
     }
@@ -55,16 +66,24 @@ unsafe extern "C" fn cached_alloc(
             if ptr.is_null() {
                 return std::ptr::null_mut();
             }
-            if osize <= MAX_SIZE && c.bytes + osize <= MAX_BYTES {
-                if let Some(bin) = c.bins.get_mut(osize).filter(|b| b.len() < BIN_CAP) {
-                    bin.push(ptr);
-                    c.bytes += osize;
-                    return std::ptr::null_mut();
-                }
+            if (MIN_SIZE..=MAX_SIZE).contains(&osize)
+                && usize::from(c.counts[osize]) < BIN_CAP
+                && c.bytes + osize <= MAX_BYTES
+            {
+                // SAFETY: the block is osize >= MIN_SIZE bytes and no longer used by Lua.
+                unsafe { *(ptr as *mut *mut c_void) = c.heads[osize] };
+                c.heads[osize] = ptr;
+                c.counts[osize] += 1;
+                c.bytes += osize;
+                return std::ptr::null_mut();
             }
-        } else if ptr.is_null() && nsize <= MAX_SIZE {
+        } else if ptr.is_null() && (MIN_SIZE..=MAX_SIZE).contains(&nsize) {
             // (osize is the new object's type here, not a size)
-            if let Some(p) = c.bins.get_mut(nsize).and_then(|b| b.pop()) {
+            let p = c.heads[nsize];
+            if !p.is_null() {
+                // SAFETY: a kept block holds the next one's address.
+                c.heads[nsize] = unsafe { *(p as *mut *mut c_void) };
+                c.counts[nsize] -= 1;
                 c.bytes -= nsize;
                 return p;
             }
@@ -144,7 +163,8 @@ pub unsafe fn install(l: *mut ffi::lua_State) -> Guard {
         let cache = Box::into_raw(Box::new(Cache {
             prev,
             prev_ud,
-            bins: (0..=MAX_SIZE).map(|_| Vec::new()).collect(),
+            heads: [std::ptr::null_mut(); MAX_SIZE + 1],
+            counts: [0; MAX_SIZE + 1],
             bytes: 0,
             active: true,
         }));
