@@ -5,7 +5,7 @@
 
 use crate::event_loop::Core;
 use crate::handle::{HandleRef, Kind, RawHandle};
-use crate::stream::{Buf, WriteReq};
+use crate::stream::{Buf, Stream, WriteReq};
 use mlua::ffi;
 use mlua::prelude::*;
 use std::io::IoSlice;
@@ -265,6 +265,43 @@ unsafe fn arg_bufs(l: *mut ffi::lua_State, out: &mut [&[u8]; MAX_BUFS]) -> Optio
     }
 }
 
+/// One vectored write of `bufs` to the stream's socket (or descriptor) now; None on any failure,
+/// EAGAIN included, which the full implementation then meets and handles itself.
+fn send_now(s: &Stream, bufs: &[&[u8]]) -> Option<usize> {
+    let sock = s.sock.as_ref()?;
+    let mut slices = [IoSlice::new(&[]); MAX_BUFS];
+    for (d, b) in slices.iter_mut().zip(bufs) {
+        *d = IoSlice::new(b);
+    }
+    let slices = &slices[..bufs.len()];
+    if s.not_sock {
+        // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive the call.
+        let r = unsafe {
+            libc::writev(
+                sock.as_raw_fd(),
+                slices.as_ptr().cast::<libc::iovec>(),
+                slices.len() as c_int,
+            )
+        };
+        usize::try_from(r).ok()
+    } else {
+        sock.send_vectored_with_flags(slices, libc::MSG_NOSIGNAL)
+            .ok()
+    }
+}
+
+/// Appends the bytes of `bufs` after the first `skip` (those the kernel took) to `out`.
+fn append_rest(out: &mut Vec<u8>, bufs: &[&[u8]], mut skip: usize) {
+    for b in bufs {
+        if skip >= b.len() {
+            skip -= b.len();
+        } else {
+            out.extend_from_slice(&b[skip..]);
+            skip = 0;
+        }
+    }
+}
+
 /// `write(stream, data)` without a callback, or `try_write(stream, data)` (`is_try`).
 unsafe fn write_impl(l: *mut ffi::lua_State, is_try: bool) -> c_int {
     // SAFETY: a fast path (see run).
@@ -287,20 +324,7 @@ unsafe fn write_impl(l: *mut ffi::lua_State, is_try: bool) -> c_int {
             if !s.writable || !s.wq.is_empty() {
                 return None;
             }
-            let sock = s.sock.as_ref()?;
-            let mut slices = [IoSlice::new(&[]); MAX_BUFS];
-            for (d, b) in slices.iter_mut().zip(bufs) {
-                *d = IoSlice::new(b);
-            }
-            let slices = &slices[..nbufs];
-            let n = if s.not_sock {
-                let iov = slices.as_ptr().cast::<libc::iovec>();
-                let r = libc::writev(sock.as_raw_fd(), iov, slices.len() as c_int);
-                usize::try_from(r).ok()?
-            } else {
-                sock.send_vectored_with_flags(slices, libc::MSG_NOSIGNAL)
-                    .ok()?
-            };
+            let n = send_now(s, bufs)?;
             if is_try {
                 return Some(Out::Int(n as i64));
             }
@@ -309,15 +333,7 @@ unsafe fn write_impl(l: *mut ffi::lua_State, is_try: bool) -> c_int {
             }
             s.wr_ready = false;
             let mut rest = Vec::with_capacity(total - n);
-            let mut skip = n;
-            for b in bufs {
-                if skip >= b.len() {
-                    skip -= b.len();
-                } else {
-                    rest.extend_from_slice(&b[skip..]);
-                    skip = 0;
-                }
-            }
+            append_rest(&mut rest, bufs, n);
             Some(Out::WriteRest(rest))
         })
     }
@@ -369,21 +385,7 @@ unsafe extern "C-unwind" fn write_batched(l: *mut ffi::lua_State) -> c_int {
             }
             let mut sent = 0;
             if !holding && s.wq.is_empty() {
-                let sock = s.sock.as_ref()?;
-                let mut slices = [IoSlice::new(&[]); MAX_BUFS];
-                for (d, b) in slices.iter_mut().zip(bufs) {
-                    *d = IoSlice::new(b);
-                }
-                let slices = &slices[..nbufs];
-                // Any failure (EAGAIN included) goes to the full implementation, which tries again.
-                sent = if s.not_sock {
-                    let iov = slices.as_ptr().cast::<libc::iovec>();
-                    let r = libc::writev(sock.as_raw_fd(), iov, slices.len() as c_int);
-                    usize::try_from(r).ok()?
-                } else {
-                    sock.send_vectored_with_flags(slices, libc::MSG_NOSIGNAL)
-                        .ok()?
-                };
+                sent = send_now(s, bufs)?;
                 if sent == total {
                     return Some(Out::Int(0));
                 }
@@ -409,15 +411,7 @@ unsafe extern "C-unwind" fn write_batched(l: *mut ffi::lua_State) -> c_int {
                 req.bufs.push(Buf::Owned(Vec::with_capacity(total)));
             }
             if let Some(Buf::Owned(v)) = req.bufs.last_mut() {
-                let mut skip = sent;
-                for b in bufs {
-                    if skip >= b.len() {
-                        skip -= b.len();
-                    } else {
-                        v.extend_from_slice(&b[skip..]);
-                        skip = 0;
-                    }
-                }
+                append_rest(v, bufs, sent);
             }
             s.wq_bytes += total - sent;
             let q = s.wq_bytes as i64;

@@ -338,6 +338,20 @@ impl State {
     }
 }
 
+/// Calls a request's callback with its result: `(err)`, or `(err, bytes_sent)` for a sendfile.
+pub fn call_done(
+    core: &Core,
+    cb: &LuaFunction,
+    err: Option<i32>,
+    sent: Option<i64>,
+) -> LuaResult<()> {
+    let err = err.map(crate::error::name);
+    match sent {
+        Some(n) => call(core, cb, (err, n)),
+        None => call(core, cb, err),
+    }
+}
+
 /// Calls a Lua callback; an error goes to the installed handler, or ends `run()`.
 pub fn call<A: IntoLuaMulti>(core: &Core, f: &LuaFunction, args: A) -> LuaResult<()> {
     match f.call::<()>(args) {
@@ -515,10 +529,7 @@ fn run_pending(core: &Rc<Core>) -> LuaResult<bool> {
             (p, keep)
         };
         if let Some(cb) = &p.cb {
-            match p.sent {
-                Some(n) => call(core, cb, (p.err.map(crate::error::name), n))?,
-                None => call(core, cb, p.err.map(crate::error::name))?,
-            }
+            call_done(core, cb, p.err, p.sent)?;
         }
     }
     Ok(n + d > 0)

@@ -3,7 +3,7 @@
 
 use crate::args::Args;
 use crate::error::{errno_of, fail, last_errno, name, ok0, Errno, UV_EOF};
-use crate::event_loop::{call, call_read, Core, State};
+use crate::event_loop::{call, call_done, call_read, Core, State};
 use crate::handle::{Data, Kind};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
@@ -928,10 +928,7 @@ pub fn process(core: &Rc<Core>, id: usize) -> LuaResult<()> {
     };
     for (cb, err, sent) in written.into_iter().chain(shut) {
         if let Some(cb) = cb {
-            match sent {
-                Some(n) => call(core, &cb, (err.map(name), n))?,
-                None => call(core, &cb, err.map(name))?,
-            }
+            call_done(core, &cb, err, sent)?;
         }
     }
 
@@ -976,10 +973,7 @@ pub fn flush_batches(core: &Rc<Core>) -> LuaResult<()> {
         };
         for (cb, err, sent) in done.drain(..) {
             if let Some(cb) = cb {
-                let r = match sent {
-                    Some(n) => call(core, &cb, (err.map(name), n)),
-                    None => call(core, &cb, err.map(name)),
-                };
+                let r = call_done(core, &cb, err, sent);
                 if r.is_err() {
                     // The streams not reached yet keep their batches for the next phase's end: no
                     // writable event would come for them.
