@@ -1023,6 +1023,22 @@ function head_end(self, first_len, final)
   return framing, tail
 end
 
+-- The response head, joined, for a write of its own.
+local function joined_head(self, framing, tail)
+  return STATUS_LINE[self.status] .. head_prefix(self.proto.ctx) .. self.hdrs .. framing .. tail
+end
+
+-- A response head and its whole body in one write; with transport.writev, no joined string.
+local function write_whole(self, transport, framing, tail, body)
+  local status_line, prefix = STATUS_LINE[self.status], head_prefix(self.proto.ctx)
+  local writev = transport.writev
+  if writev then
+    writev(transport, status_line, prefix, self.hdrs, framing, tail, body)
+  else
+    transport:write(status_line .. prefix .. self.hdrs .. framing .. tail .. body) -- one string, not two
+  end
+end
+
 function cycle_body(self, event)
   if not self.response_started then bad("http.response.body before http.response.start", 3) end
   if self.response_complete or self.body_finished then
@@ -1046,13 +1062,7 @@ function cycle_body(self, event)
     -- The usual response, one small body with its length unknown until now, on a connection that stays
     -- open: what head_end and the general path below would do, without their tests.
     self.cl, self.sent, self.head_sent = len, len, true
-    local transport = proto.transport
-    local writev = transport.writev
-    if writev then
-      writev(transport, STATUS_LINE[self.status], head_prefix(proto.ctx), self.hdrs, CL_LINE[len], END, body)
-    else
-      transport:write(STATUS_LINE[self.status] .. head_prefix(proto.ctx) .. self.hdrs .. CL_LINE[len] .. END .. body)
-    end
+    write_whole(self, proto.transport, CL_LINE[len], END, body)
     response_complete(proto, self)
     if self.disconnected then return nil, "disconnected" end
     return true
@@ -1076,17 +1086,10 @@ function cycle_body(self, event)
   local transport = proto.transport
   local head
   if framing then
-    local status_line, prefix, hdrs = STATUS_LINE[self.status], head_prefix(proto.ctx), self.hdrs
     if self.no_body or self.chunked_out or len > 16384 then
-      head = status_line .. prefix .. hdrs .. framing .. tail
+      head = joined_head(self, framing, tail)
     else
-      -- the usual response: head and body in one write, and with transport.writev no joined string
-      local writev = transport.writev
-      if writev then
-        writev(transport, status_line, prefix, hdrs, framing, tail, body)
-      else
-        transport:write(status_line .. prefix .. hdrs .. framing .. tail .. body)
-      end
+      write_whole(self, transport, framing, tail, body)
     end
   end
   if self.no_body then
@@ -1175,7 +1178,7 @@ function Cycle:pathsend(event)
   end
   self.want_trailers = false
   local framing, tail = head_end(self, size, true)
-  local head = STATUS_LINE[self.status] .. head_prefix(self.proto.ctx) .. self.hdrs .. framing .. tail
+  local head = joined_head(self, framing, tail)
   local proto = self.proto
   local transport = proto.transport
   transport:write(head)
