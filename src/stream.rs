@@ -889,11 +889,20 @@ pub fn process(core: &Rc<Core>, id: usize) -> LuaResult<()> {
         call(core, &cb, err.map(name))?;
     }
 
-    // Queued writes, then a shutdown waiting for them.
+    if !write_out(core, id)? {
+        return Ok(());
+    }
+    accept_ready(core, id)?;
+    read_ready(core, id)
+}
+
+/// Hands a stream's queued writes to the kernel (if it can take them now), then a shutdown waiting
+/// for them, and runs the callbacks of what finished. False when the handle is closing.
+fn write_out(core: &Rc<Core>, id: usize) -> LuaResult<bool> {
     let (written, shut) = {
         let mut st = core.st()?;
         if st.slots[id].closing {
-            return Ok(());
+            return Ok(false);
         }
         let s = st.slots[id].stream();
         let mut written = Vec::new();
@@ -931,9 +940,7 @@ pub fn process(core: &Rc<Core>, id: usize) -> LuaResult<()> {
             call_done(core, &cb, err, sent)?;
         }
     }
-
-    accept_ready(core, id)?;
-    read_ready(core, id)
+    Ok(true)
 }
 
 /// Ends the I/O phase's batches (`write_batched`): each stream's batch goes to the kernel in one
@@ -949,38 +956,24 @@ pub fn flush_batches(core: &Rc<Core>) -> LuaResult<()> {
         }
         std::mem::take(&mut st.batched)
     };
-    let mut done = Vec::new();
     for (i, &id) in ids.iter().enumerate() {
         let _keep = {
             let mut st = core.st()?;
             let Some(slot) = st.slots.get_mut(id) else {
                 continue;
             };
-            if slot.closing {
-                continue;
-            }
             let keep = slot.ud.clone();
             let Data::Stream(s) = &mut slot.data else {
                 continue;
             };
             s.batch_open = false;
-            // Not writable now: the writable event flushes the queue.
-            let finished = if s.wr_ready { flush(s, &mut done) } else { 0 };
-            for _ in 0..finished {
-                st.req_done(id);
-            }
             keep
         };
-        for (cb, err, sent) in done.drain(..) {
-            if let Some(cb) = cb {
-                let r = call_done(core, &cb, err, sent);
-                if r.is_err() {
-                    // The streams not reached yet keep their batches for the next phase's end: no
-                    // writable event would come for them.
-                    core.st()?.batched.extend_from_slice(&ids[i + 1..]);
-                    return r;
-                }
-            }
+        if let Err(e) = write_out(core, id) {
+            // The streams not reached yet keep their batches for the next flush (no writable event
+            // would come for them): the one after the next I/O phase, or run()'s on its way out.
+            core.st()?.batched.extend_from_slice(&ids[i + 1..]);
+            return Err(e);
         }
     }
     // The list's allocation is kept for the next phase.
