@@ -350,30 +350,25 @@ function process(self)
         break
       end
       local parse_request = ctx.parse_request
+      local consumed, method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
+        trailers_ok, upgrade, proxied
       if parse_request then
-        -- luvrs: one native call also does start_request's field checks and target split; its rejections
-        -- come back like the parser's
-        local consumed, method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
+        -- luvrs: one native call also does start_request's field checks and target split (raw_path on);
+        -- its rejections come back like the parser's
+        consumed, method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
           trailers_ok, upgrade, proxied = parse_request(buf, ctx.max_head, ctx.max_headers, ctx.max_body)
-        if not consumed then
-          if consumed == nil then head_pending(self, ctx) else self:reject(method, target) end
-          break
-        end
-        if consumed == #buf then self.buf = "" else self.buf = sub(buf, consumed + 1) end
-        -- false, not nil: a field set to nil and set again is re-inserted into the table's hash part
-        self.deadline, self.deadline_kind = false, false
-        start_request(self, method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
-          trailers_ok, upgrade, proxied)
       else
-        local consumed, method, target, minor, headers = ctx.parse_head(buf, ctx.max_head, ctx.max_headers)
-        if not consumed then
-          if consumed == nil then head_pending(self, ctx) else self:reject(method, target) end
-          break
-        end
-        if consumed == #buf then self.buf = "" else self.buf = sub(buf, consumed + 1) end
-        self.deadline, self.deadline_kind = false, false
-        start_request(self, method, target, minor, headers)
+        consumed, method, target, minor, headers = ctx.parse_head(buf, ctx.max_head, ctx.max_headers)
       end
+      if not consumed then
+        if consumed == nil then head_pending(self, ctx) else self:reject(method, target) end
+        break
+      end
+      if consumed == #buf then self.buf = "" else self.buf = sub(buf, consumed + 1) end
+      -- false, not nil: a field set to nil and set again is re-inserted into the table's hash part
+      self.deadline, self.deadline_kind = false, false
+      start_request(self, method, target, minor, headers, raw_path, query, path, cl, chunked, keep_alive, expect,
+        trailers_ok, upgrade, proxied)
     elseif state == "body" then
       if not self:read_body() then break end
     else
